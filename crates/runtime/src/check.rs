@@ -1,0 +1,439 @@
+//! `crabmigrate check`: what this host can do, and why not.
+//!
+//! Every fact comes from the source that decides it: CRIU's version from the
+//! VERSION request, its features from its FEATURE_CHECK answer, kernel
+//! support from `criu check`, host settings from /proc. The verdicts combine
+//! them; each "no" says why and how to fix it.
+
+use std::path::PathBuf;
+
+use criu_rpc::{feature, Criu, CriuSource, Features, ProbeResult};
+use serde::Serialize;
+
+use crate::host::{self, CgroupLayout, Privilege};
+
+/// The whole report, as printed by `crabmigrate check [--json]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// The CRIU executable and its version.
+    pub criu: CriuFacts,
+    /// CRIU's FEATURE_CHECK answer (absent when CRIU could not be asked).
+    pub features: Option<Features>,
+    /// Kernel support, as `criu check` sees it.
+    pub kernel: KernelFacts,
+    /// Host settings that CRIU depends on.
+    pub host: HostFacts,
+    /// What works here.
+    pub verdicts: Verdicts,
+}
+
+/// The CRIU executable.
+#[derive(Debug, Clone, Serialize)]
+pub struct CriuFacts {
+    /// Its path.
+    pub path: PathBuf,
+    /// Where it was found.
+    pub found_by: CriuSource,
+    /// Its version from the VERSION request, e.g. "4.1.1".
+    pub version: Option<String>,
+    /// The same as one number (40101).
+    pub version_number: Option<u32>,
+    /// Whether crabmigrate supports this version (4.0 or newer).
+    pub supported: bool,
+    /// Why CRIU could not be asked, when it could not.
+    pub error: Option<String>,
+}
+
+/// Kernel support through `criu check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelFacts {
+    /// `uname -r`.
+    pub release: String,
+    /// `criu check`.
+    pub criu_check: Option<Probe>,
+    /// `criu check --feature mem_dirty_track` (soft-dirty bits).
+    pub mem_dirty_track: Option<Probe>,
+    /// `criu check --feature uffd`.
+    pub uffd: Option<Probe>,
+    /// `criu check --feature uffd-noncoop`.
+    pub uffd_noncoop: Option<Probe>,
+}
+
+/// One `criu check` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    /// CRIU said yes.
+    pub ok: bool,
+    /// Its most telling line.
+    pub detail: Option<String>,
+}
+
+impl From<ProbeResult> for Probe {
+    fn from(result: ProbeResult) -> Self {
+        Self {
+            ok: result.ok,
+            detail: result.reason().map(str::to_owned),
+        }
+    }
+}
+
+/// Host settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostFacts {
+    /// `fs.pipe-max-size` in bytes.
+    pub pipe_max_size: Option<u64>,
+    /// `iptables-restore`, CRIU's default network lock.
+    pub iptables_restore: Option<PathBuf>,
+    /// Which cgroup hierarchies are mounted.
+    pub cgroup_layout: CgroupLayout,
+    /// Who we run as.
+    pub privilege: Privilege,
+}
+
+/// What works on this host.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdicts {
+    /// Checkpoint and restore of a process tree or container.
+    pub checkpoint_restore: Verdict,
+    /// Iterative pre-copy through CRIU's memory tracking (pre-dump).
+    pub pre_copy: Verdict,
+    /// Post-copy: restore first, pages on demand (lazy pages).
+    pub post_copy: Verdict,
+    /// Streaming pages to a page server on another host.
+    pub page_server: Verdict,
+}
+
+/// One capability: available, or why not and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// Whether it works here.
+    pub available: bool,
+    /// Why not.
+    pub reason: Option<String>,
+    /// What to do about it.
+    pub fix: Option<String>,
+}
+
+impl Verdict {
+    fn yes() -> Self {
+        Self {
+            available: true,
+            reason: None,
+            fix: None,
+        }
+    }
+
+    fn no(reason: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            available: false,
+            reason: Some(reason.into()),
+            fix: Some(fix.into()),
+        }
+    }
+
+    /// `self` if it holds, otherwise the first failed prerequisite.
+    fn requires(self, prerequisite: &Verdict) -> Self {
+        if prerequisite.available {
+            self
+        } else {
+            Self {
+                available: false,
+                reason: Some(format!(
+                    "checkpoint/restore does not work: {}",
+                    prerequisite.reason.as_deref().unwrap_or("unknown")
+                )),
+                fix: prerequisite.fix.clone(),
+            }
+        }
+    }
+}
+
+const SETUP: &str = "run scripts/setup.sh as root";
+
+/// Gathers every fact and judges. CRIU is asked concurrently (each CRIU
+/// start re-reads kernel facts, so the probes run side by side).
+pub fn run(criu: &Criu) -> CheckReport {
+    let (session, criu_check, dirty, uffd, noncoop) = std::thread::scope(|s| {
+        let session = s.spawn(|| ask_criu(criu));
+        let probe =
+            |name: &'static str| s.spawn(move || criu.check_feature(name).ok().map(Probe::from));
+        let dirty = probe(feature::MEM_DIRTY_TRACK);
+        let uffd = probe(feature::UFFD);
+        let noncoop = probe(feature::UFFD_NONCOOP);
+        let check = criu.check_kernel().ok().map(Probe::from);
+        (
+            session
+                .join()
+                .unwrap_or_else(|_| Err("probe thread panicked".into())),
+            check,
+            dirty.join().ok().flatten(),
+            uffd.join().ok().flatten(),
+            noncoop.join().ok().flatten(),
+        )
+    });
+    let (version, features, error) = match session {
+        Ok((version, features)) => (Some(version), Some(features), None),
+        Err(e) => (None, None, Some(e)),
+    };
+    let facts = CriuFacts {
+        path: criu.binary().path().to_path_buf(),
+        found_by: criu.binary().source(),
+        supported: version.as_ref().is_some_and(|v| v.is_supported()),
+        version_number: version.as_ref().map(|v| v.as_number()),
+        version: version.map(|v| v.to_string()),
+        error,
+    };
+    let kernel = KernelFacts {
+        release: host::kernel_release(),
+        criu_check,
+        mem_dirty_track: dirty,
+        uffd,
+        uffd_noncoop: noncoop,
+    };
+    let host = HostFacts {
+        pipe_max_size: host::pipe_max_size(),
+        iptables_restore: host::find_tool("iptables-restore"),
+        cgroup_layout: host::cgroup_layout(),
+        privilege: host::privilege(),
+    };
+    let verdicts = judge(&facts, features.as_ref(), &kernel, &host);
+    CheckReport {
+        criu: facts,
+        features,
+        kernel,
+        host,
+        verdicts,
+    }
+}
+
+/// VERSION and FEATURE_CHECK on one swrk. The error text is the whole chain.
+fn ask_criu(criu: &Criu) -> Result<(criu_rpc::CriuVersion, Features), String> {
+    let chain = |e: &dyn std::error::Error| {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    };
+    let mut session = criu.session().map_err(|e| chain(&e))?;
+    let version = session.version().map_err(|e| chain(&e))?;
+    let features = session
+        .feature_check(Features::ALL)
+        .map_err(|e| chain(&e))?;
+    Ok((version, features))
+}
+
+fn judge(
+    criu: &CriuFacts,
+    features: Option<&Features>,
+    kernel: &KernelFacts,
+    host: &HostFacts,
+) -> Verdicts {
+    let checkpoint_restore = if let Some(error) = &criu.error {
+        Verdict::no(
+            format!("CRIU at {} does not answer: {error}", criu.path.display()),
+            format!("{SETUP} to install CRIU 4.1.1, or pass --criu PATH"),
+        )
+    } else if !criu.supported {
+        Verdict::no(
+            format!(
+                "CRIU {} at {} is too old; crabmigrate needs 4.0 or newer",
+                criu.version.as_deref().unwrap_or("?"),
+                criu.path.display()
+            ),
+            format!("{SETUP} to install CRIU 4.1.1 into a private prefix, or pass --criu PATH"),
+        )
+    } else if !host.privilege.root && !host.privilege.cap_checkpoint_restore {
+        Verdict::no(
+            "not running as root and without CAP_CHECKPOINT_RESTORE",
+            "run crabmigrate as root",
+        )
+    } else if let Some(probe) = kernel.criu_check.as_ref().filter(|p| !p.ok) {
+        Verdict::no(
+            format!(
+                "`criu check` fails: {}",
+                probe.detail.as_deref().unwrap_or("no reason given")
+            ),
+            "use a kernel with CONFIG_CHECKPOINT_RESTORE and the options `criu check --all` lists",
+        )
+    } else if kernel.criu_check.is_none() {
+        Verdict::no("`criu check` could not run", SETUP)
+    } else {
+        Verdict::yes()
+    };
+
+    let pre_copy = match (features, &kernel.mem_dirty_track) {
+        (Some(f), Some(p)) if f.mem_track && p.ok => Verdict::yes(),
+        (_, probe) => Verdict::no(
+            format!(
+                "the kernel has no dirty-page tracking (soft-dirty): {}",
+                probe
+                    .as_ref()
+                    .and_then(|p| p.detail.as_deref())
+                    .unwrap_or("CRIU reports mem_track unavailable")
+            ),
+            "boot a kernel built with CONFIG_MEM_SOFT_DIRTY=y; until then use stop-copy or post-copy",
+        ),
+    }
+    .requires(&checkpoint_restore);
+
+    let uffd_ok = kernel.uffd.as_ref().is_some_and(|p| p.ok)
+        && kernel.uffd_noncoop.as_ref().is_some_and(|p| p.ok);
+    let pipe_ok = host.privilege.cap_sys_resource
+        || host
+            .pipe_max_size
+            .is_some_and(|s| s >= host::LAZY_PAGES_PIPE_SIZE);
+    let post_copy = if !(features.is_some_and(|f| f.lazy_pages) && uffd_ok) {
+        Verdict::no(
+            "the kernel lacks non-cooperative userfaultfd (CRIU reports lazy_pages unavailable)",
+            "boot a kernel with CONFIG_USERFAULTFD=y and set vm.unprivileged_userfaultfd=1 if not root",
+        )
+    } else if !pipe_ok {
+        Verdict::no(
+            format!(
+                "fs.pipe-max-size is {} bytes and CAP_SYS_RESOURCE is missing; CRIU's lazy-pages server needs {} bytes",
+                host.pipe_max_size.map_or("unknown".into(), |s| s.to_string()),
+                host::LAZY_PAGES_PIPE_SIZE
+            ),
+            format!(
+                "{SETUP}, or: echo {} > /proc/sys/fs/pipe-max-size",
+                host::RECOMMENDED_PIPE_MAX_SIZE
+            ),
+        )
+    } else {
+        Verdict::yes()
+    }
+    .requires(&checkpoint_restore);
+
+    let page_server = Verdict::yes().requires(&checkpoint_restore);
+
+    Verdicts {
+        checkpoint_restore,
+        pre_copy,
+        post_copy,
+        page_server,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(ok: bool, detail: &str) -> Option<Probe> {
+        Some(Probe {
+            ok,
+            detail: Some(detail.into()),
+        })
+    }
+
+    fn this_machine() -> (CriuFacts, Features, KernelFacts, HostFacts) {
+        (
+            CriuFacts {
+                path: "/opt/crabmigrate/criu/bin/criu".into(),
+                found_by: CriuSource::Prefix,
+                version: Some("4.1.1".into()),
+                version_number: Some(40101),
+                supported: true,
+                error: None,
+            },
+            Features {
+                mem_track: false,
+                lazy_pages: true,
+                pidfd_store: true,
+            },
+            KernelFacts {
+                release: "6.18".into(),
+                criu_check: probe(true, "Looks good."),
+                mem_dirty_track: probe(
+                    false,
+                    "Dirty tracking is OFF. Memory snapshot will not work.",
+                ),
+                uffd: probe(true, "uffd is supported"),
+                uffd_noncoop: probe(true, "uffd-noncoop is supported"),
+            },
+            HostFacts {
+                pipe_max_size: Some(4 << 20),
+                iptables_restore: Some("/usr/sbin/iptables-restore".into()),
+                cgroup_layout: CgroupLayout::Hybrid,
+                privilege: Privilege {
+                    root: true,
+                    cap_sys_admin: true,
+                    cap_checkpoint_restore: true,
+                    cap_sys_resource: false,
+                },
+            },
+        )
+    }
+
+    #[test]
+    fn this_machine_has_checkpoint_and_post_copy_but_no_pre_copy() {
+        let (criu, features, kernel, host) = this_machine();
+        let v = judge(&criu, Some(&features), &kernel, &host);
+        assert!(v.checkpoint_restore.available && v.post_copy.available && v.page_server.available);
+        assert!(!v.pre_copy.available);
+        assert!(v
+            .pre_copy
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("Dirty tracking is OFF"));
+    }
+
+    #[test]
+    fn small_pipe_max_size_blocks_post_copy_with_the_fix() {
+        let (criu, features, kernel, mut host) = this_machine();
+        host.pipe_max_size = Some(1 << 20);
+        let v = judge(&criu, Some(&features), &kernel, &host);
+        assert!(!v.post_copy.available);
+        assert!(v
+            .post_copy
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("pipe-max-size"));
+        host.privilege.cap_sys_resource = true;
+        assert!(
+            judge(&criu, Some(&features), &kernel, &host)
+                .post_copy
+                .available
+        );
+    }
+
+    #[test]
+    fn old_criu_fails_everything_with_the_same_fix() {
+        let (mut criu, features, kernel, host) = this_machine();
+        criu.version = Some("3.17.1".into());
+        criu.supported = false;
+        let v = judge(&criu, Some(&features), &kernel, &host);
+        for verdict in [
+            &v.checkpoint_restore,
+            &v.pre_copy,
+            &v.post_copy,
+            &v.page_server,
+        ] {
+            assert!(!verdict.available);
+            assert!(
+                verdict.reason.as_deref().unwrap().contains("3.17.1 at"),
+                "{verdict:?}"
+            );
+            assert!(verdict.fix.as_deref().unwrap().contains("scripts/setup.sh"));
+        }
+    }
+
+    #[test]
+    fn failing_criu_check_is_reported_with_its_words() {
+        let (criu, features, mut kernel, host) = this_machine();
+        kernel.criu_check = probe(false, "vdso: Unexpected rt vDSO area bounds");
+        let v = judge(&criu, Some(&features), &kernel, &host);
+        assert!(!v.checkpoint_restore.available);
+        assert!(v
+            .checkpoint_restore
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("vDSO"));
+    }
+}
