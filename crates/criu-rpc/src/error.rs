@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use criu_proto::rpc::CriuReqType;
 
+pub use crate::failure::KnownFailure;
+
 /// Why a request never got a final answer from CRIU.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -57,6 +59,9 @@ pub enum TransportError {
         /// The end of what it printed on stdout and stderr.
         output: String,
     },
+    /// The call was cancelled; CRIU was killed.
+    #[error("the CRIU call was cancelled and CRIU was stopped")]
+    Cancelled,
     /// The call's deadline passed; CRIU was killed.
     #[error("CRIU did not answer within {:.1} s and was stopped", timeout.as_secs_f64())]
     TimedOut {
@@ -98,6 +103,8 @@ pub struct CriuFailure {
     pub log_file: Option<PathBuf>,
     /// The first `Error (file:line)` lines of that log.
     pub log_errors: Vec<String>,
+    /// A failure crabmigrate recognises, with its remedy.
+    pub known: Option<KnownFailure>,
 }
 
 impl CriuFailure {
@@ -114,6 +121,10 @@ impl CriuFailure {
         if let Some(errno) = self.errno {
             text.push_str(&format!(" (errno {errno})"));
         }
+        if let Some(known) = self.known {
+            text.push_str("; ");
+            text.push_str(known.remedy());
+        }
         if let Some(log) = &self.log_file {
             text.push_str(&format!("; log: {}", log.display()));
         }
@@ -129,7 +140,7 @@ pub enum CallError {
     Transport(#[from] TransportError),
     /// CRIU answered that the request failed.
     #[error(transparent)]
-    Failed(#[from] CriuFailure),
+    Failed(#[from] Box<CriuFailure>),
     /// CRIU answered with another message type than the request's.
     #[error("CRIU answered a {request} request with {answer}")]
     UnexpectedAnswer {

@@ -24,6 +24,7 @@ use nix::sys::socket::{
 };
 use prost::Message;
 
+use crate::cancel::CancelToken;
 use crate::error::TransportError;
 use crate::launcher::{LaunchSpec, Launcher, PassFd};
 
@@ -139,8 +140,9 @@ impl Swrk {
     pub fn recv(
         &mut self,
         deadline: Option<(Instant, Duration)>,
+        cancel: Option<&CancelToken>,
     ) -> Result<Incoming, TransportError> {
-        self.wait_readable(deadline)?;
+        self.wait_readable(deadline, cancel)?;
         // Peek with MSG_TRUNC to learn the packet's full size. No control
         // buffer here: a peek would install duplicate descriptors.
         let size = match recv(
@@ -190,9 +192,12 @@ impl Swrk {
         Ok(Incoming { resp, fds })
     }
 
+    /// Waits for CRIU's next message, its deadline or a cancellation; the
+    /// latter two kill CRIU.
     fn wait_readable(
         &mut self,
         deadline: Option<(Instant, Duration)>,
+        cancel: Option<&CancelToken>,
     ) -> Result<(), TransportError> {
         loop {
             let timeout = match deadline {
@@ -207,12 +212,24 @@ impl Swrk {
                     PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX)
                 }
             };
-            let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+            let mut fds = vec![PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+            if let Some(token) = cancel {
+                fds.push(PollFd::new(token.fd(), PollFlags::POLLIN));
+            }
             match poll(&mut fds, timeout) {
                 Ok(0) | Err(Errno::EINTR) => continue,
-                Ok(_) => return Ok(()),
+                Ok(_) => {}
                 Err(e) => return Err(TransportError::Receive(e.into())),
             }
+            let cancelled = fds
+                .get(1)
+                .and_then(PollFd::revents)
+                .is_some_and(|r| r.contains(PollFlags::POLLIN));
+            if cancelled {
+                self.kill();
+                return Err(TransportError::Cancelled);
+            }
+            return Ok(());
         }
     }
 

@@ -1,0 +1,196 @@
+//! `crabmigrate checkpoint --pid` and `crabmigrate pre-dump --pid`.
+
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use criu_rpc::{
+    DumpOptions, DumpRequest, DumpStats, External, Notify, NotifyResult, PageServerTarget,
+    PreDumpRequest,
+};
+use serde::Serialize;
+
+use super::common;
+use crate::cli::{CheckpointArgs, DumpArgs, Global, PreDumpArgs};
+
+#[derive(Serialize)]
+struct Report<'a> {
+    pid: u32,
+    images_dir: &'a std::path::Path,
+    leave_running: bool,
+    stats: Option<DumpStats>,
+    log_file: Option<std::path::PathBuf>,
+}
+
+/// Says where lazy pages are served, once CRIU listens.
+struct LazyAnnouncer {
+    port: u16,
+    quiet: bool,
+}
+
+impl Notify for LazyAnnouncer {
+    fn status_ready(&mut self) -> NotifyResult {
+        if !self.quiet {
+            eprintln!("serving lazy pages on port {}", self.port);
+        }
+        Ok(())
+    }
+}
+
+pub fn run(global: &Global, args: &CheckpointArgs) -> anyhow::Result<ExitCode> {
+    let d = &args.dump;
+    require_process(d.pid)?;
+    let criu = super::criu(global)?;
+    let images = common::open_dir(&d.images_dir, "images directory", true)?;
+    let work = d
+        .work_dir
+        .as_deref()
+        .map(|w| common::open_dir(w, "work directory", true))
+        .transpose()?;
+    let page_server = d
+        .page_server
+        .as_deref()
+        .map(common::host_port)
+        .transpose()?;
+    let mut request = DumpRequest::new(d.pid, images.as_fd());
+    request.common.work_dir = work.as_ref().map(AsFd::as_fd);
+    request.common.log_level = common::log_level(d.criu_log_level);
+    request.options = dump_options(d)?;
+    request.options.leave_running = args.leave_running;
+    request.options.page_server =
+        page_server
+            .as_ref()
+            .map(|(address, port)| PageServerTarget::Address {
+                address,
+                port: *port,
+            });
+    let mut announcer = LazyAnnouncer {
+        port: args.port.unwrap_or(0),
+        quiet: d.json,
+    };
+    let notify: Option<&mut dyn Notify> = if args.lazy_pages {
+        request.lazy_pages_port = args.port;
+        Some(&mut announcer)
+    } else {
+        None
+    };
+    let outcome = criu.dump(&request, notify)?;
+    let report = Report {
+        pid: d.pid,
+        images_dir: &d.images_dir,
+        leave_running: args.leave_running,
+        stats: outcome.stats,
+        log_file: outcome.log_file,
+    };
+    print_report(d.json, "checkpointed", &report)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_pre_dump(global: &Global, args: &PreDumpArgs) -> anyhow::Result<ExitCode> {
+    let d = &args.dump;
+    require_process(d.pid)?;
+    let criu = super::criu(global)?;
+    let images = common::open_dir(&d.images_dir, "images directory", true)?;
+    let work = d
+        .work_dir
+        .as_deref()
+        .map(|w| common::open_dir(w, "work directory", true))
+        .transpose()?;
+    let page_server = d
+        .page_server
+        .as_deref()
+        .map(common::host_port)
+        .transpose()?;
+    let mut request = PreDumpRequest::new(d.pid, images.as_fd());
+    request.common.work_dir = work.as_ref().map(AsFd::as_fd);
+    request.common.log_level = common::log_level(d.criu_log_level);
+    request.options = dump_options(d)?;
+    request.options.page_server =
+        page_server
+            .as_ref()
+            .map(|(address, port)| PageServerTarget::Address {
+                address,
+                port: *port,
+            });
+    let stats = criu.single_pre_dump(&request)?;
+    let report = Report {
+        pid: d.pid,
+        images_dir: &d.images_dir,
+        leave_running: true,
+        stats,
+        log_file: None,
+    };
+    print_report(d.json, "pre-dumped", &report)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The options both commands share.
+fn dump_options(d: &DumpArgs) -> anyhow::Result<DumpOptions<'static>> {
+    let parent_img = d
+        .parent_dir
+        .as_deref()
+        .map(|p| common::parent_relative(&d.images_dir, p))
+        .transpose()?;
+    Ok(DumpOptions {
+        tcp_established: d.tcp_established,
+        tcp_skip_in_flight: d.tcp_skip_in_flight,
+        shell_job: d.shell_job,
+        ext_unix_sk: d.ext_unix_sk,
+        file_locks: d.file_locks,
+        link_remap: d.link_remap,
+        parent_img,
+        network_lock: common::network_lock(d.network_lock),
+        external: d.external.iter().cloned().map(External::raw).collect(),
+        freeze_cgroup: d.freeze_cgroup.clone(),
+        cgroups: criu_rpc::Cgroups {
+            mode: common::cgroup_mode(d.manage_cgroups_mode),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+/// Refuses a pid that names no process before CRIU is started.
+fn require_process(pid: u32) -> anyhow::Result<()> {
+    if pid == 0 {
+        bail!("pid 0 is not a process; give the pid of the tree's root");
+    }
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        bail!("process {pid} does not exist");
+    }
+    Ok(())
+}
+
+fn print_report(json: bool, verb: &str, report: &Report<'_>) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).context("cannot encode the report")?
+        );
+        return Ok(());
+    }
+    let mut line = format!(
+        "{verb} process {} into {}",
+        report.pid,
+        report.images_dir.display()
+    );
+    if let Some(s) = &report.stats {
+        line.push_str(&format!(
+            ": {} pages written ({} MiB), frozen {} (freezing {}, memdump {}, memwrite {})",
+            s.pages_written,
+            s.pages_written * 4096 / (1 << 20),
+            common::ms(s.frozen_time_us),
+            common::ms(s.freezing_time_us),
+            common::ms(s.memdump_time_us),
+            common::ms(s.memwrite_time_us),
+        ));
+        if s.pages_lazy > 0 {
+            line.push_str(&format!(", {} pages served lazily", s.pages_lazy));
+        }
+    }
+    if report.leave_running {
+        line.push_str("; the tree keeps running");
+    }
+    println!("{line}");
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! `crabmigrate restore --images-dir`.
+
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use criu_rpc::{External, InheritFd, RestoreRequest, RestoreStats};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use super::common;
+use crate::cli::{Global, RestoreArgs};
+
+#[derive(Serialize)]
+struct Report<'a> {
+    pid: i32,
+    images_dir: &'a std::path::Path,
+    stats: Option<RestoreStats>,
+    log_file: Option<std::path::PathBuf>,
+}
+
+pub fn run(global: &Global, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let images = common::open_dir(&args.images_dir, "images directory", false)?;
+    if !args.images_dir.join("inventory.img").is_file() {
+        bail!(
+            "{} holds no checkpoint (no inventory.img); point --images-dir at a directory written by checkpoint",
+            args.images_dir.display()
+        );
+    }
+    let criu = super::criu(global)?;
+    let work = args
+        .work_dir
+        .as_deref()
+        .map(|w| common::open_dir(w, "work directory", true))
+        .transpose()?;
+    let inherited = args
+        .inherit_fd
+        .iter()
+        .map(|spec| parse_inherit_fd(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let mut request = RestoreRequest::new(images.as_fd());
+    request.common.work_dir = work.as_ref().map(AsFd::as_fd);
+    request.common.log_level = common::log_level(args.criu_log_level);
+    let o = &mut request.options;
+    // Without --detach we wait for the tree, so it must be our child.
+    o.rst_sibling = args.restore_sibling || !args.detach;
+    o.tcp_established = args.tcp_established;
+    o.shell_job = args.shell_job;
+    o.ext_unix_sk = args.ext_unix_sk;
+    o.file_locks = args.file_locks;
+    o.link_remap = args.link_remap;
+    o.lazy_pages = args.lazy_pages;
+    o.external = args.external.iter().cloned().map(External::raw).collect();
+    o.network_lock = common::network_lock(args.network_lock);
+    o.cgroups.mode = common::cgroup_mode(args.manage_cgroups_mode);
+    o.inherit_fds = inherited
+        .iter()
+        .map(|(fd, key)| InheritFd { key, fd: *fd })
+        .collect();
+
+    let outcome = criu.restore(&request, None)?;
+    if let Some(path) = &args.pid_file {
+        common::write_pid_file(path, outcome.pid)?;
+    }
+    let report = Report {
+        pid: outcome.pid,
+        images_dir: &args.images_dir,
+        stats: outcome.stats,
+        log_file: outcome.log_file,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let mut line = format!(
+            "restored {} as pid {}",
+            args.images_dir.display(),
+            outcome.pid
+        );
+        if let Some(s) = &report.stats {
+            line.push_str(&format!(
+                ": {} pages, restore {} (forking {})",
+                s.pages_restored,
+                common::ms(s.restore_time_us),
+                common::ms(s.forking_time_us)
+            ));
+        }
+        println!("{line}");
+    }
+    if args.detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_for(outcome.pid)
+}
+
+/// Waits for the restored root (our child thanks to rst_sibling) and passes
+/// its exit status on, as runc does without --detach.
+fn wait_for(pid: i32) -> anyhow::Result<ExitCode> {
+    loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitCode::from(code as u8)),
+            Ok(WaitStatus::Signaled(_, signal, _)) => {
+                return Ok(ExitCode::from(128u8.wrapping_add(signal as u8)))
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot wait for restored process {pid}"))
+            }
+        }
+    }
+}
+
+/// `fd[N]:KEY` -> one of our open descriptors and the image key.
+fn parse_inherit_fd(spec: &str) -> anyhow::Result<(BorrowedFd<'static>, String)> {
+    let bad = || format!("--inherit-fd {spec:?} is not fd[N]:KEY (e.g. fd[5]:pipe:[12345])");
+    let rest = spec.strip_prefix("fd[").with_context(bad)?;
+    let (number, key) = rest.split_once("]:").with_context(bad)?;
+    let fd: RawFd = number.parse().ok().filter(|&n| n >= 0).with_context(bad)?;
+    if key.is_empty() {
+        bail!(bad());
+    }
+    if nix::fcntl::fcntl(
+        // SAFETY: only used for the F_GETFD probe below, which is harmless
+        // on any number; an invalid one gives EBADF.
+        unsafe { BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )
+    .is_err()
+    {
+        bail!("--inherit-fd names descriptor {fd}, which crabmigrate does not have open");
+    }
+    // SAFETY: descriptor `fd` is open (checked above) and was inherited by
+    // this process; nothing in crabmigrate closes it, so it outlives the
+    // restore.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    Ok((borrowed, key.to_owned()))
+}
