@@ -3,9 +3,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// Bad input to checkpoint and restore: missing or empty images, a pid that
+/// does not exist, truncated images.
+mod bad_input;
 /// `crabmigrate check` on this host, human and JSON.
 mod check;
 /// Bad input to the CLI: a missing, old or broken CRIU.
 mod cli_errors;
+/// Lazy pages (post-copy): a lazy dump served to `criu lazy-pages`.
+mod lazy_pages;
+/// Network namespaces as test "hosts".
+mod netns;
+/// A dump streamed to a page server in another network namespace.
+mod page_server;
+/// Process trees: checkpoint, restore, leave-running, notifications,
+/// inherit-fd, external mounts.
+mod process_cr;
+/// A process with a pseudo-terminal: orphan-pts-master hands over the master.
+mod pty;
 /// The RPC schema and client against a real `criu swrk`.
 mod rpc;

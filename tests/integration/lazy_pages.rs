@@ -1,0 +1,1 @@
+// Written by a helper; see the module comment in main.rs.
