@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["proto/rpc.proto", "proto/stats.proto"];
+const PROTOS: &[&str] = &["proto/rpc.proto", "proto/stats.proto", "proto/pstree.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

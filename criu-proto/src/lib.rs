@@ -21,9 +21,10 @@
 //!
 //! # Layout
 //!
-//! The generated code lives in named modules: [`rpc`] for the swrk protocol
-//! and [`stats`] for `stats-dump` / `stats-restore`. Both come from the proto
-//! package `criu`, so they share one generated file; the modules re-export
+//! The generated code lives in named modules: [`rpc`] for the swrk protocol,
+//! [`stats`] for `stats-dump` / `stats-restore` and [`images`] for image
+//! files. All come from the proto package `criu`, so they share one
+//! generated file; the modules re-export
 //! the relevant types under stable names. `prost` is re-exported so that
 //! users encode and decode with the matching version.
 
@@ -55,6 +56,16 @@ pub mod stats {
     pub const IMG_SERVICE_MAGIC: u32 = 0x5510_5940;
     /// Second word of `stats-dump` and `stats-restore`.
     pub const STATS_MAGIC: u32 = 0x5709_3306;
+}
+
+/// CRIU's image files (the parts crabmigrate reads so far).
+pub mod images {
+    pub use crate::generated::PstreeEntry;
+
+    /// First word of a regular image file.
+    pub const IMG_COMMON_MAGIC: u32 = 0x5456_4319;
+    /// Second word of `pstree.img`.
+    pub const PSTREE_MAGIC: u32 = 0x5027_3030;
 }
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ mod options;
 mod page_server;
 mod pre_dump;
 mod probe;
+mod pstree;
 mod restore;
 mod stats;
 mod transport;
@@ -88,6 +89,7 @@ pub use page_server::{
 };
 pub use pre_dump::PreDumpError;
 pub use probe::{feature, ProbeError, ProbeResult};
+pub use pstree::{checkpoint_pids, read_pstree, PstreeError};
 pub use restore::{RestoreError, RestoreOutcome};
 pub use stats::{read_dump_stats, read_restore_stats, DumpStats, RestoreStats, StatsError};
 pub use version::{CriuVersion, MINIMUM as MINIMUM_VERSION};

@@ -3,11 +3,16 @@
 //!
 //! Usage: `criu-standin SCENARIO [criu arguments]`; tests put it behind a
 //! small wrapper script so the client starts it like a real `criu`. When
-//! `CRIU_STANDIN_RECORD` names a file, every request is appended to it as
-//! one line of debug text.
+//! `CRIU_STANDIN_RECORD` names a file, the stand-in appends `pid N` when it
+//! starts serving and `req HEX` for every message it receives (the encoded
+//! `criu_req`, acknowledgements included), so tests can decode exactly what
+//! the client sent.
 //!
 //! Scenarios:
-//! - `criu-4.1.1`: a working CRIU 4.1.1 (no soft-dirty, lazy pages work)
+//! - `criu-4.1.1`: a working CRIU 4.1.1 (no soft-dirty, lazy pages work);
+//!   DUMP, RESTORE and PRE_DUMP succeed without doing anything, sending the
+//!   notifications real CRIU sends when asked to
+//! - `soft-dirty`: the same on a kernel with soft-dirty memory tracking
 //! - `criu-3.17`: the same, but reporting version 3.17.1
 //! - `exit-now`: prints an error and exits with status 1 before reading
 //! - `crash`: reads the request, then dies from SIGABRT
@@ -90,6 +95,7 @@ fn serve(scenario: &str, fd: RawFd) -> ExitCode {
     // SAFETY: the client placed the RPC socket at this number for us; nothing
     // else in this process uses it.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    record_line(&format!("pid {}", std::process::id()));
     loop {
         let Some(req) = read_request(&socket) else {
             // EOF: the client closed a keep-open session, as CRIU does.
@@ -119,21 +125,39 @@ fn serve(scenario: &str, fd: RawFd) -> ExitCode {
             },
             _ => answer(scenario, &req),
         };
+        let mut resp = resp;
+        let notify_scripts = req.opts.as_ref().is_some_and(|o| o.notify_scripts());
+        if notify_scripts {
+            match notify_all(&socket, kind) {
+                None => return ExitCode::from(1),
+                Some(true) => {}
+                Some(false) => {
+                    resp = CriuResp {
+                        r#type: kind as i32,
+                        success: false,
+                        cr_errmsg: Some("stand-in: an action script failed".into()),
+                        ..Default::default()
+                    };
+                }
+            }
+        }
         if scenario == "notify-fd" && !notify_with_fd(&socket) {
             return ExitCode::from(1);
         }
         if !write(&socket, &resp) {
             return ExitCode::from(1);
         }
-        let keep_open = matches!(
-            kind,
-            CriuReqType::Version
-                | CriuReqType::FeatureCheck
-                | CriuReqType::CpuinfoDump
-                | CriuReqType::CpuinfoCheck
-                | CriuReqType::PageServer
-                | CriuReqType::PageServerChld
-        ) && req.keep_open();
+        // PRE_DUMP keeps the session open by itself, as in CRIU.
+        let keep_open = kind == CriuReqType::PreDump
+            || matches!(
+                kind,
+                CriuReqType::Version
+                    | CriuReqType::FeatureCheck
+                    | CriuReqType::CpuinfoDump
+                    | CriuReqType::CpuinfoCheck
+                    | CriuReqType::PageServer
+                    | CriuReqType::PageServerChld
+            ) && req.keep_open();
         if !keep_open {
             return if resp.success {
                 ExitCode::SUCCESS
@@ -168,13 +192,18 @@ fn answer(scenario: &str, req: &CriuReq) -> CriuResp {
             // Like CRIU: a feature that was not asked for comes back false.
             Some(asked) => {
                 resp.features = Some(CriuFeatures {
-                    mem_track: Some(false),
+                    mem_track: Some(scenario == "soft-dirty" && asked.mem_track()),
                     lazy_pages: Some(asked.lazy_pages()),
                     pidfd_store: Some(asked.pidfd_store()),
                 })
             }
             None => resp.success = false,
         },
+        CriuReqType::PreDump | CriuReqType::SinglePreDump => {}
+        CriuReqType::Dump | CriuReqType::Restore => {
+            resp.restore = (req.r#type() == CriuReqType::Restore)
+                .then_some(criu_proto::rpc::CriuRestoreResp { pid: 4242 });
+        }
         _ => {
             resp.success = false;
             resp.cr_errno = Some(56);
@@ -182,6 +211,49 @@ fn answer(scenario: &str, req: &CriuReq) -> CriuResp {
         }
     }
     resp
+}
+
+/// The notifications real CRIU 4.1.1 sends for a plain process.
+fn scripts_for(kind: CriuReqType) -> &'static [(&'static str, Option<i32>)] {
+    match kind {
+        CriuReqType::Dump => &[
+            ("pre-dump", None),
+            ("query-ext-files", None),
+            ("post-dump", None),
+        ],
+        CriuReqType::Restore => &[
+            ("pre-restore", None),
+            ("post-restore", Some(4242)),
+            ("pre-resume", None),
+            ("post-resume", None),
+        ],
+        _ => &[],
+    }
+}
+
+/// Sends each notification and waits for its ack; false if one was refused
+/// (as CRIU, the stand-in then fails the request).
+fn notify_all(socket: &OwnedFd, kind: CriuReqType) -> Option<bool> {
+    for (script, pid) in scripts_for(kind) {
+        let notify = CriuResp {
+            r#type: CriuReqType::Notify as i32,
+            success: true,
+            notify: Some(CriuNotify {
+                script: Some((*script).into()),
+                pid: *pid,
+            }),
+            ..Default::default()
+        };
+        if !write(socket, &notify) {
+            return None;
+        }
+        let ack = read_request(socket)?;
+        record(&ack);
+        if ack.r#type() != CriuReqType::Notify || !ack.notify_success() {
+            return Some(false);
+        }
+    }
+    Some(true)
 }
 
 fn read_request(socket: &OwnedFd) -> Option<CriuReq> {
@@ -235,14 +307,23 @@ fn notify_with_fd(socket: &OwnedFd) -> bool {
     matches!(read_request(socket), Some(ack) if ack.r#type() == CriuReqType::Notify && ack.notify_success())
 }
 
-fn record(req: &CriuReq) {
+fn record_line(line: &str) {
     if let Some(path) = std::env::var_os("CRIU_STANDIN_RECORD") {
         if let Ok(mut file) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
         {
-            let _ = writeln!(file, "{req:?}");
+            let _ = writeln!(file, "{line}");
         }
     }
+}
+
+fn record(req: &CriuReq) {
+    let hex: String = req
+        .encode_to_vec()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    record_line(&format!("req {hex}"));
 }

@@ -2,6 +2,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use criu_rpc::{External, InheritFd, RestoreRequest, RestoreStats};
@@ -60,6 +61,7 @@ pub fn run(global: &Global, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         .map(|(fd, key)| InheritFd { key, fd: *fd })
         .collect();
 
+    wait_for_free_pids(&args.images_dir)?;
     let outcome = criu.restore(&request, None)?;
     if let Some(path) = &args.pid_file {
         common::write_pid_file(path, outcome.pid)?;
@@ -92,6 +94,51 @@ pub fn run(global: &Global, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     wait_for(outcome.pid)
+}
+
+/// How long a restore waits for exited processes that still hold the
+/// checkpoint's pids (zombies their parents have not reaped yet).
+const ZOMBIE_WAIT: Duration = Duration::from_secs(10);
+
+/// Makes sure the pids the checkpoint needs are free, waiting a while for
+/// zombies: right after a checkpoint, the killed tasks can linger until
+/// their parent (or a slow init) reaps them, and CRIU would fail with
+/// "Can't fork ... File exists". A tree whose root is pid 1 had its own pid
+/// namespace and gets a new one, so its pids cannot clash.
+fn wait_for_free_pids(images_dir: &std::path::Path) -> anyhow::Result<()> {
+    let tree =
+        criu_rpc::read_pstree(images_dir).context("cannot read the checkpoint's process tree")?;
+    if tree.first().is_none_or(|root| root.pid == 1) {
+        return Ok(());
+    }
+    let until = Instant::now() + ZOMBIE_WAIT;
+    for pid in criu_rpc::checkpoint_pids(&tree) {
+        loop {
+            match process_state(pid) {
+                None => break,
+                Some('Z') if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Some('Z') => bail!(
+                    "pid {pid} of the checkpoint is still held by an exited process that its parent has not reaped; reap it (wait for it) and restore again"
+                ),
+                Some(_) => bail!(
+                    "pid {pid} of the checkpoint is in use by a running process ({}); stop it first, or restore on a host where the pid is free",
+                    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim()
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The state letter of a process (`R`, `S`, `Z`, ...), or `None` if there is
+/// no such process.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the command, which is in parentheses.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.trim_start().chars().next()
 }
 
 /// Waits for the restored root (our child thanks to rst_sibling) and passes
