@@ -40,17 +40,18 @@ impl Notify for LazyAnnouncer {
 pub fn run(global: &Global, args: &CheckpointArgs) -> anyhow::Result<ExitCode> {
     let d = &args.dump;
     require_process(d.pid)?;
+    // Checked before any directory is created, so a typo leaves nothing behind.
+    let page_server = d
+        .page_server
+        .as_deref()
+        .map(common::host_port)
+        .transpose()?;
     let criu = super::criu(global)?;
     let images = common::open_dir(&d.images_dir, "images directory", true)?;
     let work = d
         .work_dir
         .as_deref()
         .map(|w| common::open_dir(w, "work directory", true))
-        .transpose()?;
-    let page_server = d
-        .page_server
-        .as_deref()
-        .map(common::host_port)
         .transpose()?;
     let mut request = DumpRequest::new(d.pid, images.as_fd());
     request.common.work_dir = work.as_ref().map(AsFd::as_fd);
@@ -89,17 +90,18 @@ pub fn run(global: &Global, args: &CheckpointArgs) -> anyhow::Result<ExitCode> {
 pub fn run_pre_dump(global: &Global, args: &PreDumpArgs) -> anyhow::Result<ExitCode> {
     let d = &args.dump;
     require_process(d.pid)?;
+    // Checked before any directory is created, so a typo leaves nothing behind.
+    let page_server = d
+        .page_server
+        .as_deref()
+        .map(common::host_port)
+        .transpose()?;
     let criu = super::criu(global)?;
     let images = common::open_dir(&d.images_dir, "images directory", true)?;
     let work = d
         .work_dir
         .as_deref()
         .map(|w| common::open_dir(w, "work directory", true))
-        .transpose()?;
-    let page_server = d
-        .page_server
-        .as_deref()
-        .map(common::host_port)
         .transpose()?;
     let mut request = PreDumpRequest::new(d.pid, images.as_fd());
     request.common.work_dir = work.as_ref().map(AsFd::as_fd);
