@@ -213,10 +213,8 @@ impl Drop for KillOnDrop {
             nix::unistd::Pid::from_raw(self.0),
             nix::sys::signal::Signal::SIGKILL,
         );
-        // Reap it if it is our child (rst_sibling); harmless otherwise.
-        let _ = nix::sys::wait::waitpid(
-            nix::unistd::Pid::from_raw(self.0),
-            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-        );
+        // Reap it if it is our child (rst_sibling); for any other process
+        // waitpid fails at once with ECHILD.
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.0), None);
     }
 }
