@@ -73,7 +73,9 @@ pub(crate) fn classify(
         Some(KnownFailure::MountNotDumped)
     } else if any("Locking network failed") || any("iptables-restore") {
         Some(KnownFailure::NetworkLockFailed)
-    } else if both("Can't fork for", "File exists") || errno == Some(libc::EEXIST) {
+    } else if both("Can't fork for", "File exists")
+        || (request == CriuReqType::Restore && errno == Some(libc::EEXIST))
+    {
         Some(KnownFailure::PidInUse)
     } else if any("Dirty tracking is OFF")
         || any("Tracking memory is not available")
@@ -85,9 +87,8 @@ pub(crate) fn classify(
         Some(KnownFailure::LazyPagesPipeTooSmall)
     } else if any("A session leader of") && any("outside of its pid namespace") {
         Some(KnownFailure::SessionLeaderOutside)
-    } else if errno == Some(libc::ESRCH)
-        || (request == CriuReqType::Dump && any("No such process"))
-        || any("Can't seize")
+    } else if is_dump(request)
+        && (errno == Some(libc::ESRCH) || any("No such process") || any("Can't seize"))
     {
         Some(KnownFailure::NoSuchProcess)
     } else if request == CriuReqType::Restore
@@ -97,6 +98,13 @@ pub(crate) fn classify(
     } else {
         None
     }
+}
+
+fn is_dump(request: CriuReqType) -> bool {
+    matches!(
+        request,
+        CriuReqType::Dump | CriuReqType::PreDump | CriuReqType::SinglePreDump
+    )
 }
 
 /// The first `Error (...)` lines of a CRIU log, without their locations.
@@ -166,6 +174,9 @@ mod tests {
             Some(KnownFailure::PidInUse)
         );
         assert_eq!(classify(CriuReqType::Dump, None, &["something else"]), None);
+        // The errno alone means something only for the request it belongs to.
+        assert_eq!(classify(CriuReqType::Restore, Some(3), &[]), None);
+        assert_eq!(classify(CriuReqType::Dump, Some(17), &[]), None);
     }
 
     #[test]
