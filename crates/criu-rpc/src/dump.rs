@@ -47,7 +47,14 @@ impl Criu {
         let answer = self
             .one_shot(CriuReqType::Dump, request, notify)
             .map_err(wrap)?;
-        Ok(outcome(answer))
+        let mut outcome = outcome(answer);
+        if request.lazy_pages_port.is_some() {
+            // CRIU 4.1 resets its statistics when the lazy page server
+            // starts, so `stats-dump` then holds zeros and a frozen time
+            // counted from boot: report none rather than wrong ones.
+            outcome.stats = None;
+        }
+        Ok(outcome)
     }
 }
 

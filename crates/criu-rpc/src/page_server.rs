@@ -90,13 +90,15 @@ impl Session {
                 request: kind.as_str_name(),
                 field: "ps.port",
             })?;
-        Ok(PageServerInfo {
-            port,
-            pid: ps
-                .pid
-                .and_then(|p| u32::try_from(p).ok())
-                .filter(|&p| p > 0),
-        })
+        let pid = ps
+            .pid
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|&p| p > 0);
+        if let (PageServerMode::Child, Some(pid)) = (request.mode, pid) {
+            // A child-mode server dies with the session unless waited for.
+            self.swrk.adopt(pid);
+        }
+        Ok(PageServerInfo { port, pid })
     }
 
     /// WAIT_PID: waits for a child of this CRIU (a child-mode page server)
@@ -107,6 +109,8 @@ impl Session {
             pid: Some(pid),
             ..Default::default()
         })?;
+        // CRIU has reaped it.
+        self.swrk.release(pid);
         let status = resp.status.ok_or(CallError::MissingField {
             request: "WAIT_PID",
             field: "status",

@@ -51,6 +51,10 @@ pub(crate) struct Swrk {
     child: Option<Child>,
     output: File,
     program: PathBuf,
+    /// Children of CRIU that must not outlive this session (child-mode page
+    /// servers). They are killed before CRIU, while CRIU still holds them
+    /// unreaped, so their pids cannot have been reused.
+    dependents: Vec<u32>,
 }
 
 impl Swrk {
@@ -100,7 +104,19 @@ impl Swrk {
             child: Some(child),
             output,
             program: program.to_path_buf(),
+            dependents: Vec::new(),
         })
+    }
+
+    /// Kills `pid`, a child CRIU started, when this session is killed or
+    /// dropped.
+    pub fn adopt(&mut self, pid: u32) {
+        self.dependents.push(pid);
+    }
+
+    /// Stops tracking `pid` (CRIU has reaped it).
+    pub fn release(&mut self, pid: u32) {
+        self.dependents.retain(|&p| p != pid);
     }
 
     /// CRIU's pid.
@@ -292,12 +308,23 @@ impl Swrk {
             }
         };
         self.child = None;
+        // CRIU is gone, its children reparented: their pids are no longer
+        // safe to signal.
+        self.dependents.clear();
         status
     }
 
-    /// Kills CRIU at once and reaps it.
+    /// Kills CRIU's dependent children and CRIU at once, and reaps CRIU.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            for pid in self.dependents.drain(..) {
+                if let Ok(pid) = i32::try_from(pid) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
