@@ -1,10 +1,15 @@
-//! The container runtime layer: host facts and checks now; OCI containers
-//! with checkpoint, pre-dump, page-serve and restore come with the runtime
-//! issue.
+//! The container runtime layer: host facts and checks, and OCI containers
+//! with checkpoint, pre-dump, page-serve and restore.
 
+pub mod cgroups;
 pub mod check;
+pub mod container;
 pub mod host;
+pub mod spec;
+pub mod state;
 
 /// The CRIU client this crate is built on, re-exported so callers use the
 /// matching version.
 pub use criu_rpc;
+/// The OCI spec types bundles are read into.
+pub use oci_spec;

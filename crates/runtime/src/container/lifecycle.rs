@@ -1,0 +1,260 @@
+//! `start`, `kill`, `delete`, `pause`, `resume`, `state` and `ps`.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{open, OFlag};
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use super::hooks::{self, HookState};
+use crate::state::{State, StateRoot, Status};
+
+/// Why a lifecycle operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("container {id} is {status}; {action} needs it {wanted}")]
+    WrongStatus {
+        id: String,
+        status: Status,
+        action: &'static str,
+        wanted: &'static str,
+    },
+    #[error("cannot start container {0}: its init is waiting on no exec.fifo")]
+    NoFifo(String, #[source] nix::Error),
+    #[error("cannot signal container {0}")]
+    Signal(String, #[source] nix::Error),
+    #[error("cannot use the cgroup of container {0}")]
+    Cgroup(String, #[source] crate::cgroups::CgroupError),
+    #[error("container {0} has no cgroup, so it cannot be frozen")]
+    NoCgroup(String),
+    #[error("processes of container {0} did not exit within {1:?} after SIGKILL")]
+    Stuck(String, Duration),
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
+}
+
+fn wrong(state: &State, action: &'static str, wanted: &'static str) -> LifecycleError {
+    LifecycleError::WrongStatus {
+        id: state.id.clone(),
+        status: state.status,
+        action,
+        wanted,
+    }
+}
+
+/// Loads `id` with its status brought up to date.
+pub(crate) fn load(root: &StateRoot, id: &str) -> Result<State, LifecycleError> {
+    let mut state = root.load(id)?;
+    state.refresh();
+    Ok(state)
+}
+
+/// Lets the created container's user process run.
+pub fn start(root: &StateRoot, id: &str) -> Result<State, LifecycleError> {
+    let mut state = load(root, id)?;
+    if state.status != Status::Created {
+        return Err(wrong(&state, "start", "created"));
+    }
+    let fifo = root.container_dir(id).join("exec.fifo");
+    // Opening for reading meets the init's blocked open for writing.
+    let file = open(&fifo, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| LifecycleError::NoFifo(id.to_owned(), e))?;
+    let mut byte = [0u8; 1];
+    let _ = std::fs::File::from(file).read(&mut byte);
+    let _ = std::fs::remove_file(&fifo);
+    state.status = Status::Running;
+    root.save(&state)?;
+    run_hooks(&state, "poststart")?;
+    Ok(state)
+}
+
+/// Sends `signal` to the container's init (or, with `all`, every process
+/// in its cgroup).
+pub fn kill(root: &StateRoot, id: &str, signal: Signal, all: bool) -> Result<(), LifecycleError> {
+    let state = load(root, id)?;
+    if !matches!(state.status, Status::Created | Status::Running | Status::Paused) {
+        return Err(wrong(&state, "kill", "created, running or paused"));
+    }
+    if all {
+        if let Some(cgroup) = &state.cgroup {
+            return cgroup
+                .signal_all(signal as i32)
+                .map_err(|e| LifecycleError::Cgroup(id.to_owned(), e));
+        }
+    }
+    nix::sys::signal::kill(Pid::from_raw(state.pid as i32), signal)
+        .map_err(|e| LifecycleError::Signal(id.to_owned(), e))
+}
+
+/// How long `delete --force` waits for killed processes.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Deletes the container: its cgroup and state; poststop hooks run. A
+/// running or paused container needs `force` (its processes are killed).
+pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleError> {
+    let state = load(root, id)?;
+    let live = matches!(state.status, Status::Created | Status::Running | Status::Paused);
+    if live && state.status != Status::Created && !force {
+        return Err(wrong(&state, "delete without --force", "stopped, created or checkpointed"));
+    }
+    if live {
+        if let Some(cgroup) = &state.cgroup {
+            // A frozen cgroup would keep SIGKILL pending.
+            let _ = cgroup.thaw();
+            let _ = cgroup.signal_all(libc::SIGKILL);
+        }
+        let _ = nix::sys::signal::kill(Pid::from_raw(state.pid as i32), Signal::SIGKILL);
+        let until = Instant::now() + KILL_WAIT;
+        while state.init_alive() || cgroup_busy(&state) {
+            if Instant::now() > until {
+                return Err(LifecycleError::Stuck(id.to_owned(), KILL_WAIT));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    if let Some(cgroup) = &state.cgroup {
+        cgroup
+            .remove()
+            .map_err(|e| LifecycleError::Cgroup(id.to_owned(), e))?;
+    }
+    // Poststop failures are logged, not fatal (OCI runtime spec).
+    if let Err(e) = run_hooks(&state, "poststop") {
+        tracing::warn!(id, error = %e, "poststop hook failed");
+    }
+    root.remove(id)?;
+    Ok(())
+}
+
+fn cgroup_busy(state: &State) -> bool {
+    state
+        .cgroup
+        .as_ref()
+        .and_then(|c| c.pids().ok())
+        .is_some_and(|pids| !pids.is_empty())
+}
+
+/// Freezes every process of the container.
+pub fn pause(root: &StateRoot, id: &str) -> Result<State, LifecycleError> {
+    let mut state = load(root, id)?;
+    if state.status != Status::Running {
+        return Err(wrong(&state, "pause", "running"));
+    }
+    let cgroup = state.cgroup.as_ref().ok_or_else(|| LifecycleError::NoCgroup(id.to_owned()))?;
+    cgroup
+        .freeze()
+        .map_err(|e| LifecycleError::Cgroup(id.to_owned(), e))?;
+    state.status = Status::Paused;
+    root.save(&state)?;
+    Ok(state)
+}
+
+/// Thaws a paused container.
+pub fn resume(root: &StateRoot, id: &str) -> Result<State, LifecycleError> {
+    let mut state = load(root, id)?;
+    if state.status != Status::Paused {
+        return Err(wrong(&state, "resume", "paused"));
+    }
+    let cgroup = state.cgroup.as_ref().ok_or_else(|| LifecycleError::NoCgroup(id.to_owned()))?;
+    cgroup
+        .thaw()
+        .map_err(|e| LifecycleError::Cgroup(id.to_owned(), e))?;
+    state.status = Status::Running;
+    root.save(&state)?;
+    Ok(state)
+}
+
+/// The OCI runtime spec's view of a container (`crabmigrate state`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciState {
+    pub oci_version: String,
+    pub id: String,
+    pub status: Status,
+    pub pid: u32,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: u64,
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// The state of `id`, as `crabmigrate state` prints it.
+pub fn oci_state(root: &StateRoot, id: &str) -> Result<OciState, LifecycleError> {
+    let s = load(root, id)?;
+    let pid = if s.init_alive() { s.pid } else { 0 };
+    Ok(OciState {
+        oci_version: s.oci_version,
+        id: s.id,
+        status: s.status,
+        pid,
+        bundle: s.bundle,
+        rootfs: s.rootfs,
+        created: s.created,
+        annotations: s.annotations,
+    })
+}
+
+/// One process of a container.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub command: String,
+}
+
+/// The processes in the container's cgroup.
+pub fn ps(root: &StateRoot, id: &str) -> Result<Vec<ProcessInfo>, LifecycleError> {
+    let state = load(root, id)?;
+    let Some(cgroup) = &state.cgroup else {
+        return Ok(Vec::new());
+    };
+    let pids = cgroup
+        .pids()
+        .map_err(|e| LifecycleError::Cgroup(id.to_owned(), e))?;
+    Ok(pids
+        .into_iter()
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let command = cmdline
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            ProcessInfo { pid, command }
+        })
+        .collect())
+}
+
+/// Runs the bundle's hooks of `stage` ("poststart", "poststop").
+pub(crate) fn run_hooks(state: &State, stage: &'static str) -> Result<(), hooks::HookError> {
+    let Ok(bundle) = crate::spec::load(&state.bundle) else {
+        return Ok(());
+    };
+    let Some(h) = bundle.spec.hooks() else {
+        return Ok(());
+    };
+    let list = match stage {
+        "poststart" => h.poststart().clone(),
+        "poststop" => h.poststop().clone(),
+        _ => None,
+    }
+    .unwrap_or_default();
+    let status = state.status.to_string();
+    hooks::run(
+        stage,
+        &list,
+        &HookState {
+            oci_version: &state.oci_version,
+            id: &state.id,
+            status: &status,
+            pid: state.pid,
+            bundle: &state.bundle,
+            annotations: &state.annotations,
+        },
+    )
+}

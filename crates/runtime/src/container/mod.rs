@@ -1,0 +1,27 @@
+//! OCI containers: one file per operation, as in youki's libcontainer.
+//!
+//! - [`create()`] and [`start()`]: a container from a bundle (`create.rs`,
+//!   `init.rs`, `rootfs.rs`, `console.rs`, `hooks.rs`)
+//! - [`kill()`], [`delete()`], [`pause()`], [`resume()`], [`ps()`] (`lifecycle.rs`)
+//! - [`checkpoint()`] and [`restore()`] through CRIU (`checkpoint.rs`,
+//!   `restore.rs`)
+//!
+//! Every operation reads `state.json` under the state root, acts, and
+//! writes it back atomically.
+
+mod checkpoint;
+mod console;
+mod create;
+mod hooks;
+mod init;
+mod lifecycle;
+mod restore;
+pub mod rootfs;
+
+pub use checkpoint::{checkpoint, CheckpointError, CheckpointOptions, CheckpointOutcome};
+pub use create::{create, CreateError, CreateOptions, Created};
+pub use hooks::HookError;
+pub use lifecycle::{
+    delete, kill, oci_state, pause, ps, resume, start, LifecycleError, OciState, ProcessInfo,
+};
+pub use restore::{restore, RestoreError, RestoreOptions, Restored};
