@@ -24,6 +24,15 @@ pub struct Global {
     #[arg(long, global = true, value_name = "PATH")]
     pub criu: Option<PathBuf>,
 
+    /// Where container state lives
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/run/crabmigrate"
+    )]
+    pub root: PathBuf,
+
     /// How much to log on stderr (RUST_LOG overrides it)
     #[arg(long, global = true, value_enum, default_value_t = LogLevel::Warn)]
     pub log_level: LogLevel,
@@ -55,13 +64,37 @@ pub enum Command {
     /// Report what this host can do: CRIU, kernel features, settings, and a
     /// verdict per capability (exit status 0 when checkpoint/restore works)
     Check(CheckArgs),
-    /// Checkpoint a running process tree into an images directory
+    /// Checkpoint a running container (ID) or process tree (--pid) into an
+    /// images directory
     Checkpoint(CheckpointArgs),
-    /// Copy the memory of a running process tree without stopping it (needs
-    /// soft-dirty memory tracking in the kernel)
+    /// Copy the memory of a running container or process tree without
+    /// stopping it (needs soft-dirty memory tracking in the kernel)
     PreDump(PreDumpArgs),
-    /// Restore a process tree from an images directory
+    /// Restore a container (ID, with --bundle) or a process tree from an
+    /// images directory
     Restore(RestoreArgs),
+    /// Create a container from an OCI bundle; its process waits for `start`
+    Create(CreateArgs),
+    /// Start a created container's process
+    Start(IdArgs),
+    /// Create and start a container; without --detach, wait for it and
+    /// delete it when it exits
+    Run(RunArgs),
+    /// Print a container's state as JSON
+    State(IdArgs),
+    /// List containers
+    #[command(alias = "ls")]
+    List(ListArgs),
+    /// List the processes of a container
+    Ps(PsArgs),
+    /// Send a signal to a container's process (default SIGTERM)
+    Kill(KillArgs),
+    /// Delete a container: its state, cgroup and (with --force) processes
+    Delete(DeleteArgs),
+    /// Freeze every process of a container
+    Pause(IdArgs),
+    /// Thaw a paused container
+    Resume(IdArgs),
     /// Receive the pages of a checkpoint sent with --page-server
     PageServer(PageServerArgs),
     /// Serve a lazy restore: fetch pages on demand from a checkpoint's page
@@ -70,20 +103,20 @@ pub enum Command {
 }
 
 /// Flags that select and shape the dumped tree (checkpoint and pre-dump).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DumpArgs {
-    /// Root of the process tree
-    #[arg(long)]
-    pub pid: u32,
+    /// Root of the process tree (instead of a container ID)
+    #[arg(long, required_unless_present = "id", conflicts_with = "id")]
+    pub pid: Option<u32>,
     /// Where the images go (created if missing)
     #[arg(long, value_name = "DIR")]
     pub images_dir: PathBuf,
     /// Where CRIU's log and statistics go [default: the images directory]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, visible_alias = "work-path", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
     /// A previous (pre-)dump to take unchanged pages from, relative to the
     /// images directory or absolute
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, visible_alias = "parent-path", value_name = "DIR")]
     pub parent_dir: Option<PathBuf>,
     /// Send the pages to a page server instead of writing them
     #[arg(long, value_name = "HOST:PORT")]
@@ -128,8 +161,17 @@ pub struct DumpArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckpointArgs {
+    /// The container to checkpoint (or give --pid)
+    pub id: Option<String>,
     #[command(flatten)]
     pub dump: DumpArgs,
+    /// Copy memory only and leave the tree running (same as `pre-dump`)
+    #[arg(long, conflicts_with_all = ["leave_running", "lazy_pages"])]
+    pub pre_dump: bool,
+    /// With --lazy-pages: CRIU writes one byte to this descriptor of
+    /// crabmigrate once it serves pages
+    #[arg(long, value_name = "FD", requires = "lazy_pages")]
+    pub status_fd: Option<i32>,
     /// Keep the tree running after the checkpoint
     #[arg(long)]
     pub leave_running: bool,
@@ -145,12 +187,24 @@ pub struct CheckpointArgs {
 
 #[derive(Debug, Args)]
 pub struct PreDumpArgs {
+    /// The container to pre-dump (or give --pid)
+    pub id: Option<String>,
     #[command(flatten)]
     pub dump: DumpArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
+    /// Restore as this container (needs --bundle); without it, a process
+    /// tree is restored
+    #[arg(requires = "bundle")]
+    pub id: Option<String>,
+    /// The container's bundle (config.json and rootfs)
+    #[arg(long, short, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// Send a restored container terminal's pty master to this unix socket
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
     /// The images to restore from
     #[arg(long, value_name = "DIR")]
     pub images_dir: PathBuf,
@@ -267,4 +321,71 @@ pub struct CheckArgs {
     /// Print one JSON object instead of the human report
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The container
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The new container's ID
+    pub id: String,
+    /// The bundle: config.json and the rootfs it names
+    #[arg(long, short, value_name = "DIR", default_value = ".")]
+    pub bundle: PathBuf,
+    /// Write the container process's pid to this file
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// With process.terminal: send the pty master to this unix socket
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub create: CreateArgs,
+    /// Return once started instead of waiting for the container to exit
+    #[arg(long, short)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// The container
+    pub id: String,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The container
+    pub id: String,
+    /// Signal name or number (TERM, SIGKILL, 9, ...)
+    #[arg(default_value = "SIGTERM")]
+    pub signal: String,
+    /// Signal every process of the container, not only its init
+    #[arg(long, short)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The container
+    pub id: String,
+    /// Kill a running container first
+    #[arg(long, short)]
+    pub force: bool,
 }

@@ -269,8 +269,10 @@ impl State {
     /// The status as it is now: a recorded running, created or paused
     /// container whose init is gone is stopped.
     pub fn refresh(&mut self) {
-        if matches!(self.status, Status::Created | Status::Running | Status::Paused)
-            && !self.init_alive()
+        if matches!(
+            self.status,
+            Status::Created | Status::Running | Status::Paused
+        ) && !self.init_alive()
         {
             self.status = Status::Stopped;
         }

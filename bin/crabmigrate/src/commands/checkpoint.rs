@@ -15,6 +15,8 @@ use crate::cli::{CheckpointArgs, DumpArgs, Global, PreDumpArgs};
 
 #[derive(Serialize)]
 struct Report<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
     pid: u32,
     images_dir: &'a std::path::Path,
     leave_running: bool,
@@ -38,8 +40,21 @@ impl Notify for LazyAnnouncer {
 }
 
 pub fn run(global: &Global, args: &CheckpointArgs) -> anyhow::Result<ExitCode> {
+    if let Some(id) = &args.id {
+        return run_container(global, id, &args.dump, args);
+    }
+    if args.pre_dump {
+        return run_pre_dump(
+            global,
+            &PreDumpArgs {
+                id: None,
+                dump: args.dump.clone(),
+            },
+        );
+    }
     let d = &args.dump;
-    require_process(d.pid)?;
+    let pid = d.pid.context("give a container ID or --pid")?;
+    require_process(pid)?;
     // Checked before any directory is created, so a typo leaves nothing behind.
     let page_server = d
         .page_server
@@ -53,7 +68,7 @@ pub fn run(global: &Global, args: &CheckpointArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(|w| common::open_dir(w, "work directory", true))
         .transpose()?;
-    let mut request = DumpRequest::new(d.pid, images.as_fd());
+    let mut request = DumpRequest::new(pid, images.as_fd());
     request.common.work_dir = work.as_ref().map(AsFd::as_fd);
     request.common.log_level = common::log_level(d.criu_log_level);
     request.options = dump_options(d)?;
@@ -77,7 +92,8 @@ pub fn run(global: &Global, args: &CheckpointArgs) -> anyhow::Result<ExitCode> {
     };
     let outcome = criu.dump(&request, notify)?;
     let report = Report {
-        pid: d.pid,
+        id: None,
+        pid,
         images_dir: &d.images_dir,
         leave_running: args.leave_running,
         stats: outcome.stats,
@@ -89,7 +105,20 @@ pub fn run(global: &Global, args: &CheckpointArgs) -> anyhow::Result<ExitCode> {
 
 pub fn run_pre_dump(global: &Global, args: &PreDumpArgs) -> anyhow::Result<ExitCode> {
     let d = &args.dump;
-    require_process(d.pid)?;
+    if let Some(id) = &args.id {
+        let checkpoint = CheckpointArgs {
+            id: Some(id.clone()),
+            dump: d.clone(),
+            pre_dump: true,
+            status_fd: None,
+            leave_running: false,
+            lazy_pages: false,
+            port: None,
+        };
+        return run_container(global, id, d, &checkpoint);
+    }
+    let pid = d.pid.context("give a container ID or --pid")?;
+    require_process(pid)?;
     // Checked before any directory is created, so a typo leaves nothing behind.
     let page_server = d
         .page_server
@@ -103,7 +132,7 @@ pub fn run_pre_dump(global: &Global, args: &PreDumpArgs) -> anyhow::Result<ExitC
         .as_deref()
         .map(|w| common::open_dir(w, "work directory", true))
         .transpose()?;
-    let mut request = PreDumpRequest::new(d.pid, images.as_fd());
+    let mut request = PreDumpRequest::new(pid, images.as_fd());
     request.common.work_dir = work.as_ref().map(AsFd::as_fd);
     request.common.log_level = common::log_level(d.criu_log_level);
     request.options = dump_options(d)?;
@@ -116,13 +145,79 @@ pub fn run_pre_dump(global: &Global, args: &PreDumpArgs) -> anyhow::Result<ExitC
             });
     let stats = criu.single_pre_dump(&request)?;
     let report = Report {
-        pid: d.pid,
+        id: None,
+        pid,
         images_dir: &d.images_dir,
         leave_running: true,
         stats,
         log_file: None,
     };
     print_report(d.json, "pre-dumped", &report)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `checkpoint ID` / `pre-dump ID`: a container.
+fn run_container(
+    global: &Global,
+    id: &str,
+    d: &DumpArgs,
+    args: &CheckpointArgs,
+) -> anyhow::Result<ExitCode> {
+    let criu = super::criu(global)?;
+    let root = super::state_root(global);
+    let page_server = d
+        .page_server
+        .as_deref()
+        .map(common::host_port)
+        .transpose()?;
+    let status_fd = args
+        .status_fd
+        .map(super::container::borrow_fd)
+        .transpose()?;
+    let parent_path = d
+        .parent_dir
+        .as_deref()
+        .map(|p| common::parent_relative(&d.images_dir, p))
+        .transpose()?
+        .map(std::path::PathBuf::from);
+    let opts = crabmigrate_runtime::container::CheckpointOptions {
+        images_dir: d.images_dir.clone(),
+        work_dir: d.work_dir.clone(),
+        parent_path,
+        pre_dump: args.pre_dump,
+        leave_running: args.leave_running,
+        tcp_established: d.tcp_established,
+        ext_unix_sk: d.ext_unix_sk,
+        shell_job: d.shell_job,
+        file_locks: d.file_locks,
+        link_remap: d.link_remap,
+        page_server,
+        lazy_pages_port: if args.lazy_pages { args.port } else { None },
+        status_fd,
+        network_lock: common::network_lock(d.network_lock),
+        manage_cgroups_mode: common::cgroup_mode(d.manage_cgroups_mode),
+        external: d.external.iter().cloned().map(External::raw).collect(),
+        log_level: common::log_level(d.criu_log_level),
+    };
+    let pid = crabmigrate_runtime::container::oci_state(&root, id)
+        .map(|s| s.pid)
+        .unwrap_or(0);
+    let outcome = crabmigrate_runtime::container::checkpoint(&criu, &root, id, &opts)
+        .with_context(|| format!("cannot checkpoint container {id}"))?;
+    let report = Report {
+        id: Some(id),
+        pid,
+        images_dir: &d.images_dir,
+        leave_running: args.leave_running || args.pre_dump,
+        stats: outcome.stats,
+        log_file: outcome.log_file,
+    };
+    let verb = if args.pre_dump {
+        "pre-dumped"
+    } else {
+        "checkpointed"
+    };
+    print_report(d.json, verb, &report)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -171,11 +266,11 @@ fn print_report(json: bool, verb: &str, report: &Report<'_>) -> anyhow::Result<(
         );
         return Ok(());
     }
-    let mut line = format!(
-        "{verb} process {} into {}",
-        report.pid,
-        report.images_dir.display()
-    );
+    let what = match report.id {
+        Some(id) => format!("container {id}"),
+        None => format!("process {}", report.pid),
+    };
+    let mut line = format!("{verb} {what} into {}", report.images_dir.display());
     if let Some(s) = &report.stats {
         line.push_str(&format!(
             ": {} pages written ({} MiB), frozen {} (freezing {}, memdump {}, memwrite {})",

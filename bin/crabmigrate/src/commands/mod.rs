@@ -3,6 +3,7 @@
 mod check;
 mod checkpoint;
 mod common;
+pub mod container;
 mod page_server;
 mod restore;
 
@@ -22,6 +23,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore(args) => restore::run(&cli.global, &args),
         Command::PageServer(args) => page_server::run(&cli.global, &args),
         Command::LazyPages(args) => page_server::run_lazy(&cli.global, &args),
+        Command::Create(args) => container::create(&cli.global, &args),
+        Command::Start(args) => container::start(&cli.global, &args),
+        Command::Run(args) => container::run(&cli.global, &args),
+        Command::State(args) => container::state(&cli.global, &args),
+        Command::List(args) => container::list(&cli.global, &args),
+        Command::Ps(args) => container::ps(&cli.global, &args),
+        Command::Kill(args) => container::kill(&cli.global, &args),
+        Command::Delete(args) => container::delete(&cli.global, &args),
+        Command::Pause(args) => container::pause(&cli.global, &args),
+        Command::Resume(args) => container::resume(&cli.global, &args),
     }
 }
 
@@ -29,4 +40,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 pub fn criu(global: &Global) -> anyhow::Result<Criu> {
     let binary = CriuBinary::locate(global.criu.as_deref()).context("cannot find CRIU")?;
     Ok(Criu::new(binary))
+}
+
+/// The container state root from `--root`.
+pub fn state_root(global: &Global) -> crabmigrate_runtime::state::StateRoot {
+    crabmigrate_runtime::state::StateRoot::new(&global.root)
 }

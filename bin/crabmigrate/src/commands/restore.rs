@@ -22,6 +22,9 @@ struct Report<'a> {
 }
 
 pub fn run(global: &Global, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    if let Some(id) = &args.id {
+        return run_container(global, id, args);
+    }
     let images = common::open_dir(&args.images_dir, "images directory", false)?;
     if !args.images_dir.join("inventory.img").is_file() {
         bail!(
@@ -182,4 +185,69 @@ fn parse_inherit_fd(spec: &str) -> anyhow::Result<(BorrowedFd<'static>, String)>
     // restore.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
     Ok((borrowed, key.to_owned()))
+}
+
+/// `restore ID --bundle DIR`: a container.
+fn run_container(global: &Global, id: &str, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    use crabmigrate_runtime::container;
+    let criu = super::criu(global)?;
+    let root = super::state_root(global);
+    let bundle = args
+        .bundle
+        .clone()
+        .context("restoring a container needs --bundle")?;
+    let opts = container::RestoreOptions {
+        bundle,
+        images_dir: args.images_dir.clone(),
+        work_dir: args.work_dir.clone(),
+        pid_file: args.pid_file.clone(),
+        console_socket: args.console_socket.clone(),
+        tcp_established: args.tcp_established,
+        ext_unix_sk: args.ext_unix_sk,
+        shell_job: args.shell_job,
+        file_locks: args.file_locks,
+        link_remap: args.link_remap,
+        lazy_pages: args.lazy_pages,
+        network_lock: common::network_lock(args.network_lock),
+        manage_cgroups_mode: common::cgroup_mode(args.manage_cgroups_mode),
+        external: args.external.iter().cloned().map(External::raw).collect(),
+        log_level: common::log_level(args.criu_log_level),
+    };
+    let restored = container::restore(&criu, &root, id, &opts)
+        .with_context(|| format!("cannot restore container {id}"))?;
+    for warning in &restored.warnings {
+        eprintln!("crabmigrate: warning: {warning}");
+    }
+    let pid = restored.state.pid;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "id": id,
+                "pid": pid,
+                "images_dir": args.images_dir,
+                "stats": restored.stats,
+                "log_file": restored.log_file,
+            }))?
+        );
+    } else {
+        let mut line = format!("restored container {id} as pid {pid}");
+        if let Some(s) = &restored.stats {
+            line.push_str(&format!(
+                ": {} pages, restore {} (forking {})",
+                s.pages_restored,
+                common::ms(s.restore_time_us),
+                common::ms(s.forking_time_us)
+            ));
+        }
+        println!("{line}");
+    }
+    if args.detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The restored init is our child (rst_sibling): wait, then clean up as
+    // runc does for a foreground restore.
+    let code = super::container::wait_for(pid)?;
+    container::delete(&root, id, true).with_context(|| format!("cannot delete container {id}"))?;
+    Ok(code)
 }

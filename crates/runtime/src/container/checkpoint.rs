@@ -108,7 +108,8 @@ pub fn checkpoint(
             status: state.status,
         });
     }
-    let bundle = spec::load(&state.bundle).map_err(|e| CheckpointError::Bundle(id.to_owned(), e))?;
+    let bundle =
+        spec::load(&state.bundle).map_err(|e| CheckpointError::Bundle(id.to_owned(), e))?;
     let parent = match &opts.parent_path {
         Some(p) if p.is_absolute() => return Err(CheckpointError::Parent(p.clone())),
         Some(p) if !opts.images_dir.join(p).is_dir() => {
@@ -132,7 +133,10 @@ pub fn checkpoint(
         page_server: opts
             .page_server
             .as_ref()
-            .map(|(address, port)| PageServerTarget::Address { address, port: *port }),
+            .map(|(address, port)| PageServerTarget::Address {
+                address,
+                port: *port,
+            }),
         network_lock: opts.network_lock,
         external: container_externals(&bundle)?,
         ..Default::default()
@@ -145,7 +149,10 @@ pub fn checkpoint(
         .cgroup
         .as_ref()
         .and_then(|c| c.freezer_path().map(Path::to_path_buf));
-    let config_file = state.annotations.get(CRIU_CONFIG_ANNOTATION).map(PathBuf::from);
+    let config_file = state
+        .annotations
+        .get(CRIU_CONFIG_ANNOTATION)
+        .map(PathBuf::from);
 
     if opts.pre_dump {
         let mut request = PreDumpRequest::new(state.pid, images.as_fd());

@@ -124,8 +124,10 @@ pub fn create(
         init: None,
         armed: true,
     };
-    let cgroup_path = spec::cgroup_path(&bundle.spec, id).map_err(|e| CreateError::Bundle(bundle_dir.into(), e))?;
-    let cgroup = Cgroup::create(&cgroup_path, &resources(&bundle.spec)).map_err(CreateError::Cgroup)?;
+    let cgroup_path = spec::cgroup_path(&bundle.spec, id)
+        .map_err(|e| CreateError::Bundle(bundle_dir.into(), e))?;
+    let cgroup =
+        Cgroup::create(&cgroup_path, &resources(&bundle.spec)).map_err(CreateError::Cgroup)?;
     cleanup.cgroup = Some(cgroup.clone());
 
     let fifo_path = dir.join("exec.fifo");
@@ -139,7 +141,8 @@ pub fn create(
     };
     let config = init_config(&bundle, Some(cgroup.clone()), fifo, console)?;
 
-    let (ours, theirs) = UnixStream::pair().map_err(|e| CreateError::Io("create a socket pair", e))?;
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|e| CreateError::Io("create a socket pair", e))?;
     // SAFETY: checked above that this process has one thread, so the child
     // may allocate and run ordinary code until it execs or exits.
     let intermediate = match unsafe { nix::unistd::fork() } {
@@ -299,8 +302,12 @@ pub(crate) fn init_config(
     }
     let mut join = Vec::new();
     for (kind, path) in &ns.join {
-        let file = open(path.as_path(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| CreateError::Sys("open a namespace to join", e))?;
+        let file = open(
+            path.as_path(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| CreateError::Sys("open a namespace to join", e))?;
         join.push((kind.clone_flag(), file));
     }
     let process = spec.process().clone().unwrap_or_default();
@@ -324,7 +331,9 @@ pub(crate) fn init_config(
         .clone()
         .unwrap_or_default()
         .iter()
-        .filter_map(|r| rlimit_resource(&format!("{:?}", r.typ())).map(|res| (res, r.soft(), r.hard())))
+        .filter_map(|r| {
+            rlimit_resource(&format!("{:?}", r.typ())).map(|res| (res, r.soft(), r.hard()))
+        })
         .collect();
     Ok(InitConfig {
         rootfs: bundle.rootfs.clone(),
@@ -334,11 +343,20 @@ pub(crate) fn init_config(
         propagation: spec::rootfs_propagation(spec).map_err(bad)?,
         mounts,
         populate_dev,
-        devices: spec::devices(spec).iter().map(|d| d.path().clone()).collect(),
+        devices: spec::devices(spec)
+            .iter()
+            .map(|d| d.path().clone())
+            .collect(),
         masked: spec::masked_paths(spec).iter().map(PathBuf::from).collect(),
-        readonly: spec::readonly_paths(spec).iter().map(PathBuf::from).collect(),
+        readonly: spec::readonly_paths(spec)
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
         readonly_root: bundle.readonly_rootfs(),
-        hostname: spec.hostname().clone().filter(|_| unshare.contains(CloneFlags::CLONE_NEWUTS)),
+        hostname: spec
+            .hostname()
+            .clone()
+            .filter(|_| unshare.contains(CloneFlags::CLONE_NEWUTS)),
         rlimits,
         uid: process.user().uid(),
         gid: process.user().gid(),

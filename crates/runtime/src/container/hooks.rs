@@ -79,7 +79,10 @@ fn run_one(stage: &'static str, hook: &Hook, input: &[u8]) -> Result<(), HookErr
         // A hook that does not read its stdin is fine.
         let _ = stdin.write_all(input);
     }
-    let limit = hook.timeout().and_then(|t| u64::try_from(t).ok()).filter(|&t| t > 0);
+    let limit = hook
+        .timeout()
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|&t| t > 0);
     let until = limit.map(|t| Instant::now() + Duration::from_secs(t));
     let status = loop {
         match child.try_wait() {

@@ -93,7 +93,9 @@ pub fn read_message(reader: &mut BufReader<&UnixStream>) -> std::io::Result<Opti
         Some(("error", text)) => Message::Error(text.to_owned()),
         _ if line == "hooks" => Message::Hooks,
         _ if line == "ready" => Message::Ready,
-        _ => Message::Error(format!("unexpected message from the container init: {line:?}")),
+        _ => Message::Error(format!(
+            "unexpected message from the container init: {line:?}"
+        )),
     }))
 }
 
@@ -238,22 +240,99 @@ fn prepare(config: &InitConfig, sock: &UnixStream) -> Result<(), InitError> {
     }
     if let Some(slave) = &terminal {
         console::attach(slave)?;
+    } else if new_mount_ns {
+        reopen_null_stdio()?;
     }
     if let Some(name) = &config.hostname {
         sys("set the hostname", nix::unistd::sethostname(name))?;
     }
     for &(resource, soft, hard) in &config.rlimits {
-        sys("set a resource limit", nix::sys::resource::setrlimit(resource, soft, hard))?;
+        sys(
+            "set a resource limit",
+            nix::sys::resource::setrlimit(resource, soft, hard),
+        )?;
     }
-    let gids: Vec<Gid> = config.additional_gids.iter().map(|&g| Gid::from_raw(g)).collect();
+    let gids: Vec<Gid> = config
+        .additional_gids
+        .iter()
+        .map(|&g| Gid::from_raw(g))
+        .collect();
     sys("set supplementary groups", nix::unistd::setgroups(&gids))?;
-    sys("set the group id", nix::unistd::setgid(Gid::from_raw(config.gid)))?;
-    sys("set the user id", nix::unistd::setuid(Uid::from_raw(config.uid)))?;
+    sys(
+        "set the group id",
+        nix::unistd::setgid(Gid::from_raw(config.gid)),
+    )?;
+    sys(
+        "set the user id",
+        nix::unistd::setuid(Uid::from_raw(config.uid)),
+    )?;
     if config.no_new_privileges {
         sys("set no_new_privs", nix::sys::prctl::set_no_new_privs())?;
     }
-    sys("enter the working directory", nix::unistd::chdir(&config.cwd))?;
+    sys(
+        "enter the working directory",
+        nix::unistd::chdir(&config.cwd),
+    )?;
+    close_on_exec_from(3);
     Ok(())
+}
+
+/// Standard streams that are the host's /dev/null are reopened on the
+/// container's /dev/null: a descriptor into a mount outside the container
+/// would make CRIU refuse to checkpoint it ("Can't lookup mount").
+fn reopen_null_stdio() -> Result<(), InitError> {
+    use nix::sys::stat::{fstat, major, minor, SFlag};
+    let is_null = |fd| {
+        // SAFETY: 0..2 are this process's standard streams; fstat only reads.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        fstat(borrowed).is_ok_and(|st| {
+            SFlag::from_bits_truncate(st.st_mode).contains(SFlag::S_IFCHR)
+                && major(st.st_rdev) == 1
+                && minor(st.st_rdev) == 3
+        })
+    };
+    let targets: Vec<i32> = (0..=2).filter(|&fd| is_null(fd)).collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let null = sys(
+        "open the container's /dev/null",
+        nix::fcntl::open(
+            "/dev/null",
+            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ),
+    )?;
+    for fd in targets {
+        // SAFETY: dup2 onto a standard stream of this process, which no Rust
+        // object owns here.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+            return Err(InitError::Sys(
+                "reopen a standard stream",
+                nix::Error::last(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Marks every descriptor from `first` up close-on-exec, so nothing the
+/// runtime's caller leaked reaches the container (and CRIU never meets a
+/// descriptor pointing outside it), as runc does.
+fn close_on_exec_from(first: i32) {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd >= first)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD only changes the flag of a descriptor number; an
+        // already closed one (the directory iterator's own) gives EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
 }
 
 /// Opens a pty through the container's `/dev/ptmx` (before pivot_root, by
@@ -263,7 +342,11 @@ fn open_pty_at(ptmx: &std::path::Path) -> Result<(OwnedFd, OwnedFd), InitError> 
     use nix::sys::stat::Mode;
     let master = sys(
         "open the container's /dev/ptmx",
-        open(ptmx, OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty()),
+        open(
+            ptmx,
+            OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ),
     )?;
     // SAFETY: TIOCSPTLCK takes a pointer to an int; 0 unlocks the slave.
     let unlock = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &0i32) };
@@ -293,8 +376,12 @@ fn wait_for_start(config: &InitConfig) -> Result<(), InitError> {
     use nix::sys::stat::Mode;
     // The O_PATH descriptor reopens the fifo wherever the root now is.
     let path = format!("/proc/self/fd/{}", config.fifo.as_raw_fd());
-    let fifo = open(path.as_str(), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(InitError::Fifo)?;
+    let fifo = open(
+        path.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(InitError::Fifo)?;
     nix::unistd::write(&fifo, b"0").map_err(InitError::Fifo)?;
     Ok(())
 }
@@ -313,7 +400,9 @@ fn exec(config: &InitConfig) -> Result<std::convert::Infallible, InitError> {
             .env
             .iter()
             .find_map(|kv| kv.to_str().ok()?.strip_prefix("PATH=").map(str::to_owned))
-            .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+            .unwrap_or_else(|| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            });
         path.split(':')
             .filter_map(|dir| CString::new(format!("{dir}/{name}")).ok())
             .collect()

@@ -78,7 +78,10 @@ pub fn start(root: &StateRoot, id: &str) -> Result<State, LifecycleError> {
 /// in its cgroup).
 pub fn kill(root: &StateRoot, id: &str, signal: Signal, all: bool) -> Result<(), LifecycleError> {
     let state = load(root, id)?;
-    if !matches!(state.status, Status::Created | Status::Running | Status::Paused) {
+    if !matches!(
+        state.status,
+        Status::Created | Status::Running | Status::Paused
+    ) {
         return Err(wrong(&state, "kill", "created, running or paused"));
     }
     if all {
@@ -99,9 +102,16 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 /// running or paused container needs `force` (its processes are killed).
 pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleError> {
     let state = load(root, id)?;
-    let live = matches!(state.status, Status::Created | Status::Running | Status::Paused);
+    let live = matches!(
+        state.status,
+        Status::Created | Status::Running | Status::Paused
+    );
     if live && state.status != Status::Created && !force {
-        return Err(wrong(&state, "delete without --force", "stopped, created or checkpointed"));
+        return Err(wrong(
+            &state,
+            "delete without --force",
+            "stopped, created or checkpointed",
+        ));
     }
     if live {
         if let Some(cgroup) = &state.cgroup {
@@ -145,7 +155,10 @@ pub fn pause(root: &StateRoot, id: &str) -> Result<State, LifecycleError> {
     if state.status != Status::Running {
         return Err(wrong(&state, "pause", "running"));
     }
-    let cgroup = state.cgroup.as_ref().ok_or_else(|| LifecycleError::NoCgroup(id.to_owned()))?;
+    let cgroup = state
+        .cgroup
+        .as_ref()
+        .ok_or_else(|| LifecycleError::NoCgroup(id.to_owned()))?;
     cgroup
         .freeze()
         .map_err(|e| LifecycleError::Cgroup(id.to_owned(), e))?;
@@ -160,7 +173,10 @@ pub fn resume(root: &StateRoot, id: &str) -> Result<State, LifecycleError> {
     if state.status != Status::Paused {
         return Err(wrong(&state, "resume", "paused"));
     }
-    let cgroup = state.cgroup.as_ref().ok_or_else(|| LifecycleError::NoCgroup(id.to_owned()))?;
+    let cgroup = state
+        .cgroup
+        .as_ref()
+        .ok_or_else(|| LifecycleError::NoCgroup(id.to_owned()))?;
     cgroup
         .thaw()
         .map_err(|e| LifecycleError::Cgroup(id.to_owned(), e))?;

@@ -121,7 +121,8 @@ pub fn restore(
         Err(crate::state::StateError::NotFound { .. }) => None,
         Err(e) => return Err(e.into()),
     };
-    let bundle = spec::load(&opts.bundle).map_err(|e| RestoreError::Bundle(opts.bundle.clone(), e))?;
+    let bundle =
+        spec::load(&opts.bundle).map_err(|e| RestoreError::Bundle(opts.bundle.clone(), e))?;
     let dir = match &previous {
         Some(_) => root.container_dir(id),
         None => root.create_dir(id)?,
@@ -133,8 +134,8 @@ pub fn restore(
         cgroup: None,
         mount: None,
     };
-    let cgroup_path =
-        spec::cgroup_path(&bundle.spec, id).map_err(|e| RestoreError::Bundle(opts.bundle.clone(), e))?;
+    let cgroup_path = spec::cgroup_path(&bundle.spec, id)
+        .map_err(|e| RestoreError::Bundle(opts.bundle.clone(), e))?;
     let cgroup = Cgroup::create(&cgroup_path, &super::create::resources(&bundle.spec))
         .map_err(RestoreError::Cgroup)?;
     if previous.is_none() {
@@ -185,12 +186,20 @@ pub fn restore(
     o.external.extend(opts.external.iter().cloned());
     for (kind, file) in &joined {
         match *kind {
-            "net" => o.inherit_fds.push(InheritFd { key: EXT_NET_NS, fd: file.as_fd() }),
-            "pid" => o.inherit_fds.push(InheritFd { key: EXT_PID_NS, fd: file.as_fd() }),
+            "net" => o.inherit_fds.push(InheritFd {
+                key: EXT_NET_NS,
+                fd: file.as_fd(),
+            }),
+            "pid" => o.inherit_fds.push(InheritFd {
+                key: EXT_PID_NS,
+                fd: file.as_fd(),
+            }),
             _ => {}
         }
     }
-    let ns = bundle.namespaces().map_err(|e| RestoreError::Bundle(opts.bundle.clone(), e))?;
+    let ns = bundle
+        .namespaces()
+        .map_err(|e| RestoreError::Bundle(opts.bundle.clone(), e))?;
     for (kind, path) in &ns.join {
         if !matches!(kind.proc_name(), "net" | "pid") {
             o.join_ns.push(JoinNamespace {
@@ -210,9 +219,9 @@ pub fn restore(
         console,
         pid: None,
     };
-    let in_cgroup = criu
-        .clone()
-        .with_launcher(Arc::new(CgroupLauncher { cgroup: cgroup.clone() }));
+    let in_cgroup = criu.clone().with_launcher(Arc::new(CgroupLauncher {
+        cgroup: cgroup.clone(),
+    }));
     let outcome = in_cgroup.restore(&request, Some(&mut notify))?;
     if let Some(path) = cleanup.mount.take() {
         unmount(&path);
@@ -232,8 +241,17 @@ pub fn restore(
         namespaces: ns
             .create
             .iter()
-            .map(|k| (k.proc_name().to_owned(), PathBuf::from(format!("/proc/{pid}/ns/{}", k.proc_name()))))
-            .chain(ns.join.iter().map(|(k, p)| (k.proc_name().to_owned(), p.clone())))
+            .map(|k| {
+                (
+                    k.proc_name().to_owned(),
+                    PathBuf::from(format!("/proc/{pid}/ns/{}", k.proc_name())),
+                )
+            })
+            .chain(
+                ns.join
+                    .iter()
+                    .map(|(k, p)| (k.proc_name().to_owned(), p.clone())),
+            )
             .collect(),
         annotations: super::create::annotations(&bundle.spec),
         checkpoint: Some(opts.images_dir.clone()),
@@ -295,10 +313,22 @@ fn unmount(path: &Path) {
 fn mount_rootfs(rootfs: &Path, target: &Path) -> Result<(), RestoreError> {
     std::fs::create_dir_all(target).map_err(|e| RestoreError::Io("create", target.into(), e))?;
     let fail = |e| RestoreError::Mount(target.to_path_buf(), e);
-    mount(Some(rootfs), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(fail)?;
-    mount(None::<&str>, target, None::<&str>, MsFlags::MS_PRIVATE | MsFlags::MS_REC, None::<&str>)
-        .map_err(fail)
+    mount(
+        Some(rootfs),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(fail)?;
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(fail)
 }
 
 /// Creates mount points missing in the rootfs, as create would, except
@@ -313,13 +343,24 @@ fn create_mount_points(bundle: &Bundle) -> Result<(), RestoreError> {
         .map(|m| m.destination.as_path())
         .collect();
     for m in &mounts {
-        if tmpfs.iter().any(|t| m.destination != *t && m.destination.starts_with(t)) {
+        if tmpfs
+            .iter()
+            .any(|t| m.destination != *t && m.destination.starts_with(t))
+        {
             continue;
         }
-        let target = secure_join(&bundle.rootfs, &m.destination)
-            .map_err(|e| RestoreError::Io("resolve", m.destination.clone(), io::Error::other(e.to_string())))?;
+        let target = secure_join(&bundle.rootfs, &m.destination).map_err(|e| {
+            RestoreError::Io(
+                "resolve",
+                m.destination.clone(),
+                io::Error::other(e.to_string()),
+            )
+        })?;
         let is_file = m.kind == MountKind::Bind
-            && m.source.as_deref().and_then(|s| std::fs::metadata(s).ok()).is_some_and(|md| !md.is_dir());
+            && m.source
+                .as_deref()
+                .and_then(|s| std::fs::metadata(s).ok())
+                .is_some_and(|md| !md.is_dir());
         let made = if is_file {
             target
                 .parent()
@@ -421,7 +462,9 @@ impl Launcher for CgroupLauncher {
         if let Err(e) = self.cgroup.add_process(child.id()) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(io::Error::other(format!("cannot put CRIU into the container's cgroup: {e}")));
+            return Err(io::Error::other(format!(
+                "cannot put CRIU into the container's cgroup: {e}"
+            )));
         }
         Ok(child)
     }

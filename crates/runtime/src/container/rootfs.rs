@@ -102,12 +102,17 @@ fn do_mount(
     flags: MsFlags,
     data: Option<&str>,
 ) -> Result<(), RootfsError> {
-    mount(source, target, fstype, flags, data.filter(|d| !d.is_empty())).map_err(|source| {
-        RootfsError::Mount {
-            kind,
-            path: target.to_path_buf(),
-            source,
-        }
+    mount(
+        source,
+        target,
+        fstype,
+        flags,
+        data.filter(|d| !d.is_empty()),
+    )
+    .map_err(|source| RootfsError::Mount {
+        kind,
+        path: target.to_path_buf(),
+        source,
     })
 }
 
@@ -159,22 +164,54 @@ pub fn mount_one(rootfs: &Path, m: &MountEntry, new_netns: bool) -> Result<(), R
     let data = Some(m.options.data.as_str());
     let flags = m.options.flags;
     match m.kind {
-        MountKind::Proc => do_mount(m.kind, Some(Path::new("proc")), &target, Some("proc"), flags, data)?,
-        MountKind::Sysfs if new_netns => {
-            do_mount(m.kind, Some(Path::new("sysfs")), &target, Some("sysfs"), flags, data)?
-        }
+        MountKind::Proc => do_mount(
+            m.kind,
+            Some(Path::new("proc")),
+            &target,
+            Some("proc"),
+            flags,
+            data,
+        )?,
+        MountKind::Sysfs if new_netns => do_mount(
+            m.kind,
+            Some(Path::new("sysfs")),
+            &target,
+            Some("sysfs"),
+            flags,
+            data,
+        )?,
         // Without its own network namespace a container may not mount
         // sysfs; it gets the host's, read-only (as runc does).
-        MountKind::Sysfs => {
-            bind(m.kind, Path::new("/sys"), &target, flags | MsFlags::MS_RDONLY | MsFlags::MS_REC)?
-        }
-        MountKind::Tmpfs => do_mount(m.kind, Some(Path::new("tmpfs")), &target, Some("tmpfs"), flags, data)?,
-        MountKind::Devpts => {
-            do_mount(m.kind, Some(Path::new("devpts")), &target, Some("devpts"), flags, data)?
-        }
-        MountKind::Mqueue => {
-            do_mount(m.kind, Some(Path::new("mqueue")), &target, Some("mqueue"), flags, data)?
-        }
+        MountKind::Sysfs => bind(
+            m.kind,
+            Path::new("/sys"),
+            &target,
+            flags | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+        )?,
+        MountKind::Tmpfs => do_mount(
+            m.kind,
+            Some(Path::new("tmpfs")),
+            &target,
+            Some("tmpfs"),
+            flags,
+            data,
+        )?,
+        MountKind::Devpts => do_mount(
+            m.kind,
+            Some(Path::new("devpts")),
+            &target,
+            Some("devpts"),
+            flags,
+            data,
+        )?,
+        MountKind::Mqueue => do_mount(
+            m.kind,
+            Some(Path::new("mqueue")),
+            &target,
+            Some("mqueue"),
+            flags,
+            data,
+        )?,
         MountKind::Cgroup => do_mount(
             m.kind,
             Some(Path::new("tmpfs")),
@@ -197,7 +234,14 @@ pub fn mount_one(rootfs: &Path, m: &MountEntry, new_netns: bool) -> Result<(), R
 /// Bind mount, then a remount for the flags a bind ignores (ro, nosuid...).
 fn bind(kind: MountKind, source: &Path, target: &Path, flags: MsFlags) -> Result<(), RootfsError> {
     let rec = flags & MsFlags::MS_REC;
-    do_mount(kind, Some(source), target, None, MsFlags::MS_BIND | rec, None)?;
+    do_mount(
+        kind,
+        Some(source),
+        target,
+        None,
+        MsFlags::MS_BIND | rec,
+        None,
+    )?;
     let extra = flags & !(MsFlags::MS_REC | MsFlags::MS_BIND);
     if !extra.is_empty() {
         do_mount(
@@ -216,7 +260,11 @@ fn bind(kind: MountKind, source: &Path, target: &Path, flags: MsFlags) -> Result
 pub fn populate_dev(rootfs: &Path, extra: &[PathBuf]) -> Result<Vec<PathBuf>, RootfsError> {
     let dev = rootfs.join("dev");
     let mut bound = Vec::new();
-    for node in DEFAULT_DEVICES.iter().map(PathBuf::from).chain(extra.iter().cloned()) {
+    for node in DEFAULT_DEVICES
+        .iter()
+        .map(PathBuf::from)
+        .chain(extra.iter().cloned())
+    {
         let target = secure_join(rootfs, &node)?;
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).map_err(io("create", parent))?;
@@ -274,7 +322,12 @@ pub fn mask(path: &Path) -> Result<(), RootfsError> {
             MsFlags::MS_RDONLY,
             None,
         ),
-        Ok(_) => bind(MountKind::Bind, Path::new("/dev/null"), path, MsFlags::empty()),
+        Ok(_) => bind(
+            MountKind::Bind,
+            Path::new("/dev/null"),
+            path,
+            MsFlags::empty(),
+        ),
         Err(_) => Ok(()),
     }
 }
@@ -315,10 +368,22 @@ mod tests {
         fs::create_dir_all(root.join("a/b")).unwrap();
         symlink("/etc", root.join("a/abs")).unwrap();
         symlink("../../..", root.join("a/b/up")).unwrap();
-        assert_eq!(secure_join(root, Path::new("/a/b")).unwrap(), root.join("a/b"));
-        assert_eq!(secure_join(root, Path::new("/../../x")).unwrap(), root.join("x"));
-        assert_eq!(secure_join(root, Path::new("/a/abs/passwd")).unwrap(), root.join("etc/passwd"));
-        assert_eq!(secure_join(root, Path::new("/a/b/up/y")).unwrap(), root.join("y"));
+        assert_eq!(
+            secure_join(root, Path::new("/a/b")).unwrap(),
+            root.join("a/b")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/../../x")).unwrap(),
+            root.join("x")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/a/abs/passwd")).unwrap(),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/a/b/up/y")).unwrap(),
+            root.join("y")
+        );
         symlink("loop", root.join("loop")).unwrap();
         assert!(secure_join(root, Path::new("/loop")).is_err());
     }

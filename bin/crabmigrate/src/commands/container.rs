@@ -1,0 +1,181 @@
+//! Container commands: create, start, run, state, list, ps, kill, delete,
+//! pause, resume.
+
+use std::os::fd::BorrowedFd;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use anyhow::{bail, Context};
+use crabmigrate_runtime::container::{self, CreateOptions};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::cli::{CreateArgs, DeleteArgs, Global, IdArgs, KillArgs, ListArgs, PsArgs, RunArgs};
+
+pub fn create(global: &Global, args: &CreateArgs) -> anyhow::Result<ExitCode> {
+    create_container(global, args)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn create_container(global: &Global, args: &CreateArgs) -> anyhow::Result<u32> {
+    let root = super::state_root(global);
+    let created = container::create(
+        &root,
+        &args.id,
+        &args.bundle,
+        &CreateOptions {
+            pid_file: args.pid_file.clone(),
+            console_socket: args.console_socket.clone(),
+        },
+    )
+    .with_context(|| format!("cannot create container {}", args.id))?;
+    for warning in &created.warnings {
+        eprintln!("crabmigrate: warning: {warning}");
+    }
+    Ok(created.state.pid)
+}
+
+pub fn start(global: &Global, args: &IdArgs) -> anyhow::Result<ExitCode> {
+    container::start(&super::state_root(global), &args.id)
+        .with_context(|| format!("cannot start container {}", args.id))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let root = super::state_root(global);
+    let id = &args.create.id;
+    if !args.detach {
+        // The container's init is our grandchild; as a subreaper we inherit
+        // it when the intermediate exits, and can wait for it.
+        nix::sys::prctl::set_child_subreaper(true).context("cannot become a child subreaper")?;
+    }
+    let pid = create_container(global, &args.create)?;
+    if let Err(e) = container::start(&root, id) {
+        let _ = container::delete(&root, id, true);
+        return Err(e).with_context(|| format!("cannot start container {id}"));
+    }
+    if args.detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let code = wait_for(pid)?;
+    container::delete(&root, id, true).with_context(|| format!("cannot delete container {id}"))?;
+    Ok(code)
+}
+
+/// Waits for `pid` and turns its end into an exit code (128+signal).
+pub fn wait_for(pid: u32) -> anyhow::Result<ExitCode> {
+    loop {
+        match waitpid(Pid::from_raw(pid as i32), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitCode::from(code as u8)),
+            Ok(WaitStatus::Signaled(_, signal, _)) => {
+                return Ok(ExitCode::from(128u8.wrapping_add(signal as u8)))
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot wait for process {pid}")),
+        }
+    }
+}
+
+pub fn state(global: &Global, args: &IdArgs) -> anyhow::Result<ExitCode> {
+    let state = container::oci_state(&super::state_root(global), &args.id)?;
+    println!("{}", serde_json::to_string_pretty(&state)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn list(global: &Global, args: &ListArgs) -> anyhow::Result<ExitCode> {
+    let root = super::state_root(global);
+    let states: Vec<_> = root
+        .ids()?
+        .iter()
+        .filter_map(|id| container::oci_state(&root, id).ok())
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&states)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24} {:<8} {:<13} {:<20} BUNDLE",
+        "ID", "PID", "STATUS", "CREATED"
+    );
+    for s in states {
+        println!(
+            "{:<24} {:<8} {:<13} {:<20} {}",
+            s.id,
+            s.pid,
+            s.status.to_string(),
+            s.created,
+            s.bundle.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn ps(global: &Global, args: &PsArgs) -> anyhow::Result<ExitCode> {
+    let processes = container::ps(&super::state_root(global), &args.id)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&processes)?);
+    } else {
+        println!("{:<8} COMMAND", "PID");
+        for p in processes {
+            println!("{:<8} {}", p.pid, p.command);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn kill(global: &Global, args: &KillArgs) -> anyhow::Result<ExitCode> {
+    let signal = parse_signal(&args.signal)?;
+    container::kill(&super::state_root(global), &args.id, signal, args.all)
+        .with_context(|| format!("cannot kill container {}", args.id))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `TERM`, `SIGTERM`, `15`.
+fn parse_signal(text: &str) -> anyhow::Result<Signal> {
+    if let Ok(n) = text.parse::<i32>() {
+        return Signal::try_from(n).with_context(|| format!("{n} is not a signal number"));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&name)
+        .with_context(|| format!("{text:?} is not a signal name (e.g. TERM, KILL)"))
+}
+
+pub fn delete(global: &Global, args: &DeleteArgs) -> anyhow::Result<ExitCode> {
+    container::delete(&super::state_root(global), &args.id, args.force)
+        .with_context(|| format!("cannot delete container {}", args.id))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn pause(global: &Global, args: &IdArgs) -> anyhow::Result<ExitCode> {
+    container::pause(&super::state_root(global), &args.id)
+        .with_context(|| format!("cannot pause container {}", args.id))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn resume(global: &Global, args: &IdArgs) -> anyhow::Result<ExitCode> {
+    container::resume(&super::state_root(global), &args.id)
+        .with_context(|| format!("cannot resume container {}", args.id))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One of crabmigrate's open descriptors, named by number on the command
+/// line (`--status-fd 3`).
+pub fn borrow_fd(fd: i32) -> anyhow::Result<BorrowedFd<'static>> {
+    if fd < 0 {
+        bail!("descriptor {fd} is not valid");
+    }
+    // SAFETY: only probed with F_GETFD, which is harmless on any number.
+    let probe = unsafe { BorrowedFd::borrow_raw(fd) };
+    if nix::fcntl::fcntl(probe, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+        bail!("descriptor {fd} is not open in crabmigrate");
+    }
+    // SAFETY: descriptor `fd` is open (checked above), inherited by this
+    // process and never closed by crabmigrate, so it outlives every use.
+    Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+}
