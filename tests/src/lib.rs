@@ -218,3 +218,156 @@ impl Drop for KillOnDrop {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.0), None);
     }
 }
+
+/// A busybox OCI bundle in a temporary directory: `runc spec`-like defaults
+/// (pid, network, ipc, uts, mount namespaces; proc, tmpfs /dev, devpts,
+/// /dev/shm, mqueue, sysfs mounts; masked and read-only paths), a writable
+/// rootfs made of busybox-static, and `args` as the process.
+#[derive(Debug)]
+pub struct BusyboxBundle {
+    pub dir: tempfile::TempDir,
+}
+
+impl BusyboxBundle {
+    /// A bundle running `args` (e.g. `["sh", "-c", "..."]`).
+    pub fn new(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rootfs = dir.path().join("rootfs");
+        for sub in ["bin", "tmp", "proc", "sys", "dev", "etc", "data"] {
+            std::fs::create_dir_all(rootfs.join(sub)).unwrap();
+        }
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .expect("busybox-static is installed (scripts/setup.sh)");
+        std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
+        for applet in ["sh", "sleep", "echo", "cat", "ls", "ps", "nc", "date", "true", "read"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        let bundle = Self { dir };
+        bundle.write_config(&Self::default_config(args));
+        bundle
+    }
+
+    /// The spec `new` writes, for tests to edit and write back.
+    pub fn default_config(args: &[&str]) -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": 0, "gid": 0},
+                "args": args,
+                "env": ["PATH=/bin", "TERM=xterm"],
+                "cwd": "/",
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+                "noNewPrivileges": true
+            },
+            "root": {"path": "rootfs", "readonly": false},
+            "hostname": "crabmigrate-test",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                 "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                 "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+                {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                 "options": ["nosuid", "noexec", "nodev"]},
+                {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                 "options": ["nosuid", "noexec", "nodev", "ro"]}
+            ],
+            "linux": {
+                "namespaces": [
+                    {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                    {"type": "uts"}, {"type": "mount"}
+                ],
+                "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+                "readonlyPaths": ["/proc/bus", "/proc/sys", "/proc/sysrq-trigger"]
+            }
+        })
+    }
+
+    /// Replaces config.json.
+    pub fn write_config(&self, config: &serde_json::Value) {
+        std::fs::write(
+            self.dir.path().join("config.json"),
+            serde_json::to_vec_pretty(config).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// The bundle directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The rootfs.
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+}
+
+/// A unique container ID for `test` (tests run in parallel).
+pub fn container_id(test: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{test}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A state root in a temporary directory plus `crabmigrate --root` calls;
+/// force-deletes every container left in it on drop.
+#[derive(Debug)]
+pub struct Runtime {
+    pub root: tempfile::TempDir,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runtime {
+    pub fn new() -> Self {
+        Self {
+            root: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// `crabmigrate --root ROOT ARGS...`, with stdio from/to /dev/null unless
+    /// the caller changes it.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = crabmigrate();
+        cmd.arg("--root").arg(self.root.path()).args(args);
+        cmd.stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    /// Runs `crabmigrate --root ROOT ARGS...` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("crabmigrate runs")
+    }
+
+    /// The `state` JSON of `id`.
+    pub fn state(&self, id: &str) -> serde_json::Value {
+        let out = self.run(&["state", id]);
+        assert!(out.status.success(), "state {id}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("state is JSON")
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let ids: Vec<String> = std::fs::read_dir(self.root.path())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in ids {
+            let _ = self.run(&["delete", "--force", &id]);
+        }
+    }
+}
