@@ -10,6 +10,12 @@ mod bad_input;
 mod check;
 /// Bad input to the CLI: a missing, old or broken CRIU.
 mod cli_errors;
+/// Containers checkpointed and restored: counter, bind mount, TCP,
+/// terminal, leave-running under a new ID, runc interoperability.
+mod container_cr;
+/// The container lifecycle: create, start, run, state, list, ps, kill,
+/// delete, pause, resume, hooks, and bad bundles.
+mod containers;
 /// Lazy pages (post-copy): a lazy dump served to `criu lazy-pages`.
 mod lazy_pages;
 /// Network namespaces as test "hosts".
