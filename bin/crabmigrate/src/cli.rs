@@ -95,6 +95,8 @@ pub enum Command {
     Pause(IdArgs),
     /// Thaw a paused container
     Resume(IdArgs),
+    /// Make a key file for migrations (give the same file to both hosts)
+    Keygen(KeygenArgs),
     /// Receive the pages of a checkpoint sent with --page-server
     PageServer(PageServerArgs),
     /// Serve a lazy restore: fetch pages on demand from a checkpoint's page
@@ -388,4 +390,11 @@ pub struct DeleteArgs {
     /// Kill a running container first
     #[arg(long, short)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the key (created with mode 0600; never overwritten)
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }

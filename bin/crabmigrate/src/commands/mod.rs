@@ -33,6 +33,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Delete(args) => container::delete(&cli.global, &args),
         Command::Pause(args) => container::pause(&cli.global, &args),
         Command::Resume(args) => container::resume(&cli.global, &args),
+        Command::Keygen(args) => {
+            crabmigrate_migrate::key::Key::generate_file(&args.out)?;
+            println!(
+                "wrote a new migration key to {}; copy it to the other host (keep it mode 0600)",
+                args.out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -1,0 +1,229 @@
+//! The messages of the migration protocol.
+//!
+//! Every message is an [`Envelope`] encoded with prost and sent as one
+//! encrypted frame of the [`crate::channel::SecureChannel`], so a message is
+//! at most [`MAX_MESSAGE`] bytes. File contents travel in [`FileChunk`]s.
+//!
+//! # Version policy
+//!
+//! [`PROTOCOL_VERSION`] is sent in [`Hello`] by both sides. A peer refuses a
+//! different major version with [`Refuse`]. Fields are only ever added (with
+//! new tags), never renumbered or reused, and a receiver ignores fields it
+//! does not know; a change that an older peer would misread gets a new
+//! version. An envelope without a body — a zero or unknown message type — is
+//! an error, never a default.
+
+use prost::Message as _;
+
+/// The protocol version both peers must speak.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The largest encoded message (one Noise transport message minus its tag).
+pub const MAX_MESSAGE: usize = crate::channel::MAX_PLAINTEXT;
+/// The largest piece of a file in one [`FileChunk`], leaving room for the
+/// path and framing.
+pub const MAX_CHUNK: usize = 60 * 1024;
+
+/// Why a message could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("the peer sent a message that is not valid protobuf")]
+    Decode(#[source] prost::DecodeError),
+    #[error("the peer sent a message of no or unknown type")]
+    Empty,
+    #[error("a message of {0} bytes is larger than the limit of {MAX_MESSAGE}")]
+    TooLarge(usize),
+    #[error("the peer sent {got} where {expected} was due")]
+    Unexpected {
+        expected: &'static str,
+        got: &'static str,
+    },
+}
+
+/// One protocol message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Envelope {
+    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6")]
+    pub body: Option<Body>,
+}
+
+/// The message types. Tag 0 does not exist: a message without a body is
+/// refused.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Body {
+    #[prost(message, tag = "1")]
+    Hello(Hello),
+    #[prost(message, tag = "2")]
+    Refuse(Refuse),
+    #[prost(message, tag = "3")]
+    FileChunk(FileChunk),
+    #[prost(message, tag = "4")]
+    Manifest(Manifest),
+    #[prost(message, tag = "5")]
+    Abort(Abort),
+    #[prost(message, tag = "6")]
+    Ack(Ack),
+}
+
+impl Body {
+    /// The message type's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Hello(_) => "Hello",
+            Self::Refuse(_) => "Refuse",
+            Self::FileChunk(_) => "FileChunk",
+            Self::Manifest(_) => "Manifest",
+            Self::Abort(_) => "Abort",
+            Self::Ack(_) => "Ack",
+        }
+    }
+}
+
+/// The first message of each side.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Hello {
+    #[prost(uint32, tag = "1")]
+    pub protocol_version: u32,
+    /// "source" or "destination".
+    #[prost(string, tag = "2")]
+    pub role: String,
+    /// CRIU version as `major.minor.sublevel`.
+    #[prost(string, tag = "3")]
+    pub criu_version: String,
+    /// `uname -r`.
+    #[prost(string, tag = "4")]
+    pub kernel: String,
+    #[prost(string, tag = "5")]
+    pub hostname: String,
+}
+
+/// A refusal, with the reason a user can act on.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Refuse {
+    #[prost(string, tag = "1")]
+    pub reason: String,
+}
+
+/// A piece of a file, relative to the transfer's root.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FileChunk {
+    #[prost(string, tag = "1")]
+    pub path: String,
+    #[prost(uint64, tag = "2")]
+    pub offset: u64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub data: Vec<u8>,
+}
+
+/// The files of a transfer with their sizes and digests.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Manifest {
+    #[prost(message, repeated, tag = "1")]
+    pub entries: Vec<ManifestEntry>,
+}
+
+/// One file of a [`Manifest`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ManifestEntry {
+    /// A plain relative name: no `..`, not absolute.
+    #[prost(string, tag = "1")]
+    pub path: String,
+    #[prost(uint64, tag = "2")]
+    pub size: u64,
+    /// sha256 of the content.
+    #[prost(bytes = "vec", tag = "3")]
+    pub sha256: Vec<u8>,
+}
+
+/// The sender gives up; the receiver rolls back.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Abort {
+    #[prost(string, tag = "1")]
+    pub cause: String,
+}
+
+/// A step went well.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Ack {
+    #[prost(string, tag = "1")]
+    pub step: String,
+}
+
+impl Envelope {
+    /// Wraps a body.
+    pub fn new(body: Body) -> Self {
+        Self { body: Some(body) }
+    }
+
+    /// Encodes, refusing a message over the size limit.
+    pub fn encode_checked(&self) -> Result<Vec<u8>, ProtocolError> {
+        let len = self.encoded_len();
+        if len > MAX_MESSAGE {
+            return Err(ProtocolError::TooLarge(len));
+        }
+        Ok(self.encode_to_vec())
+    }
+
+    /// Decodes one message; a missing (zero or unknown) body is an error.
+    pub fn decode_checked(bytes: &[u8]) -> Result<Body, ProtocolError> {
+        if bytes.len() > MAX_MESSAGE {
+            return Err(ProtocolError::TooLarge(bytes.len()));
+        }
+        Envelope::decode(bytes)
+            .map_err(ProtocolError::Decode)?
+            .body
+            .ok_or(ProtocolError::Empty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let hello = Envelope::new(Body::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            role: "source".into(),
+            criu_version: "4.1.1".into(),
+            kernel: "6.18".into(),
+            hostname: "a".into(),
+        }));
+        let bytes = hello.encode_checked().unwrap();
+        assert_eq!(
+            Envelope::decode_checked(&bytes).unwrap(),
+            hello.body.clone().unwrap()
+        );
+        // Zero-length or unknown-type messages have no body.
+        assert!(matches!(
+            Envelope::decode_checked(&[]),
+            Err(ProtocolError::Empty)
+        ));
+        let unknown = [0xfa, 0x01, 0x00]; // field 31, empty message
+        assert!(matches!(
+            Envelope::decode_checked(&unknown),
+            Err(ProtocolError::Empty)
+        ));
+        assert!(matches!(
+            Envelope::decode_checked(&[0xff, 0xff]),
+            Err(ProtocolError::Decode(_))
+        ));
+        let big = Envelope::new(Body::FileChunk(FileChunk {
+            path: "x".into(),
+            offset: 0,
+            data: vec![0; MAX_MESSAGE],
+        }));
+        assert!(matches!(
+            big.encode_checked(),
+            Err(ProtocolError::TooLarge(_))
+        ));
+        let chunk = Envelope::new(Body::FileChunk(FileChunk {
+            path: "pages-1.img".repeat(20),
+            offset: u64::MAX,
+            data: vec![7; MAX_CHUNK],
+        }));
+        assert!(
+            chunk.encode_checked().is_ok(),
+            "a full chunk fits in one message"
+        );
+    }
+}
