@@ -4,7 +4,18 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["proto/rpc.proto", "proto/stats.proto", "proto/pstree.proto"];
+const PROTOS: &[&str] = &[
+    "proto/rpc.proto",
+    "proto/stats.proto",
+    "proto/pstree.proto",
+    "proto/inventory.proto",
+    "proto/core.proto",
+    "proto/fs.proto",
+    "proto/fdinfo.proto",
+    "proto/mm.proto",
+    "proto/pagemap.proto",
+    "proto/mnt.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

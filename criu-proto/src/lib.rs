@@ -58,9 +58,14 @@ pub mod stats {
     pub const STATS_MAGIC: u32 = 0x5709_3306;
 }
 
-/// CRIU's image files (the parts crabmigrate reads so far).
+/// CRIU's image files (the parts crabmigrate reads; see `crates/images`).
 pub mod images {
-    pub use crate::generated::PstreeEntry;
+    pub use crate::generated::{
+        CoreEntry, ExtFileEntry, FdinfoEntry, FifoEntry, FileEntry, FsEntry, InetSkEntry,
+        InventoryEntry, MemfdFileEntry, MmEntry, MntEntry, PagemapEntry, PagemapHead, PipeEntry,
+        PstreeEntry, RegFileEntry, TaskCoreEntry, TaskKobjIdsEntry, ThreadCoreEntry, TtyFileEntry,
+        TtyInfoEntry, TtyPtyEntry, UnixSkEntry, VmaEntry,
+    };
 
     /// First word of a regular image file.
     pub const IMG_COMMON_MAGIC: u32 = 0x5456_4319;

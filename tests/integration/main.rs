@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// Checkpoint archives: export, import on a fresh state root, restore into a
+/// fresh bundle; crafted hostile archives refused with nothing extracted.
+mod archives;
 /// Bad input to checkpoint and restore: missing or empty images, a pid that
 /// does not exist, truncated images.
 mod bad_input;
@@ -16,6 +19,9 @@ mod container_cr;
 /// The container lifecycle: create, start, run, state, list, ps, kill,
 /// delete, pause, resume, hooks, and bad bundles.
 mod containers;
+/// `inspect` and the image decoder on real dumps (a process tree, a busybox
+/// container, a lazy dump) and on damaged images.
+mod images;
 /// Lazy pages (post-copy): a lazy dump served to `criu lazy-pages`.
 mod lazy_pages;
 /// Network namespaces as test "hosts".

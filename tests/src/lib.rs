@@ -241,7 +241,9 @@ impl BusyboxBundle {
             .find(|p| Path::new(p).is_file())
             .expect("busybox-static is installed (scripts/setup.sh)");
         std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "sleep", "echo", "cat", "ls", "ps", "nc", "date", "true", "read"] {
+        for applet in [
+            "sh", "sleep", "echo", "cat", "ls", "ps", "nc", "date", "true", "read",
+        ] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
         let bundle = Self { dir };
@@ -312,7 +314,11 @@ impl BusyboxBundle {
 pub fn container_id(test: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{test}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{test}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A state root in a temporary directory plus `crabmigrate --root` calls;
@@ -352,7 +358,11 @@ impl Runtime {
     /// The `state` JSON of `id`.
     pub fn state(&self, id: &str) -> serde_json::Value {
         let out = self.run(&["state", id]);
-        assert!(out.status.success(), "state {id}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "state {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("state is JSON")
     }
 }

@@ -97,11 +97,23 @@ pub enum Command {
     Resume(IdArgs),
     /// Make a key file for migrations (give the same file to both hosts)
     Keygen(KeygenArgs),
+    /// Accept migrations on this host (the destination)
+    Agent(AgentArgs),
+    /// Move a running process tree to another host's agent
+    Migrate(MigrateArgs),
     /// Receive the pages of a checkpoint sent with --page-server
     PageServer(PageServerArgs),
     /// Serve a lazy restore: fetch pages on demand from a checkpoint's page
     /// server (post-copy)
     LazyPages(LazyPagesArgs),
+    /// Show what a checkpoint holds: processes, memory, open files, mounts,
+    /// statistics and images (a summary of all without a section flag)
+    Inspect(InspectArgs),
+    /// Write a checkpoint (a container's last one, or an images directory)
+    /// into one archive with a sha256 manifest (Podman's layout)
+    Export(ExportArgs),
+    /// Check a checkpoint archive and extract it into an images directory
+    Import(ImportArgs),
 }
 
 /// Flags that select and shape the dumped tree (checkpoint and pre-dump).
@@ -195,7 +207,7 @@ pub struct PreDumpArgs {
     pub dump: DumpArgs,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RestoreArgs {
     /// Restore as this container (needs --bundle); without it, a process
     /// tree is restored
@@ -207,9 +219,24 @@ pub struct RestoreArgs {
     /// Send a restored container terminal's pty master to this unix socket
     #[arg(long, value_name = "PATH")]
     pub console_socket: Option<PathBuf>,
-    /// The images to restore from
-    #[arg(long, value_name = "DIR")]
+    /// The images to restore from (with --import: where the archive is
+    /// extracted [default: BUNDLE/checkpoint])
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "import",
+        default_value_os = "",
+        hide_default_value = true,
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::OsStringValueParser::new(),
+            PathBuf::from
+        )
+    )]
     pub images_dir: PathBuf,
+    /// Restore from a checkpoint archive (from `crabmigrate export`): check
+    /// and extract it, apply its rootfs changes to the bundle, then restore
+    #[arg(long, value_name = "FILE")]
+    pub import: Option<PathBuf>,
     /// Where CRIU's log and statistics go [default: the images directory]
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
@@ -397,4 +424,126 @@ pub struct KeygenArgs {
     /// Where to write the key (created with mode 0600; never overwritten)
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Address and port to listen on
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: String,
+    /// The shared key (see `crabmigrate keygen`)
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+    /// Where incoming images are kept during a migration
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/crabmigrate/agent")]
+    pub work_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The container to move (not supported yet: use --pid)
+    pub id: Option<String>,
+    /// Root of the process tree to move
+    #[arg(long, conflicts_with = "id")]
+    pub pid: Option<u32>,
+    /// The destination agent
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: String,
+    /// The shared key (see `crabmigrate keygen`)
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+    /// How memory moves
+    #[arg(long, value_enum, default_value_t = StrategyArg::Auto)]
+    pub strategy: StrategyArg,
+    /// Keep established TCP connections
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Where the source keeps its images during the migration
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/crabmigrate/migrate"
+    )]
+    pub work_dir: PathBuf,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StrategyArg {
+    Auto,
+    StopCopy,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The images directory
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Print one JSON object instead of tables
+    #[arg(long)]
+    pub json: bool,
+    /// The process tree: pids, states, threads, commands
+    #[arg(long)]
+    pub ps_tree: bool,
+    /// Open files per process (paths, pipes, sockets, terminals)
+    #[arg(long)]
+    pub files: bool,
+    /// The mounts of each dumped mount namespace
+    #[arg(long)]
+    pub mounts: bool,
+    /// Memory per process: mapped, dumped, in the parent, lazy
+    #[arg(long)]
+    pub memory: bool,
+    /// CRIU's dump and restore statistics
+    #[arg(long)]
+    pub stats: bool,
+    /// Every file of the directory with its kind and size
+    #[arg(long)]
+    pub images: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The container whose last checkpoint to export (with its spec and
+    /// rootfs changes), or give --images-dir
+    #[arg(required_unless_present = "images_dir", conflicts_with = "images_dir")]
+    pub id: Option<String>,
+    /// The images directory to export
+    #[arg(long, value_name = "DIR")]
+    pub images_dir: Option<PathBuf>,
+    /// The archive to write (replaced if it exists)
+    #[arg(long, short, value_name = "FILE")]
+    pub output: PathBuf,
+    /// How to compress the archive
+    #[arg(long, value_enum, default_value_t = CompressArg::Zstd)]
+    pub compress: CompressArg,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompressArg {
+    Zstd,
+    Gzip,
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The archive (from `crabmigrate export`)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Where the images go: a new or empty directory
+    #[arg(long, value_name = "DIR")]
+    pub images_dir: PathBuf,
+    /// Apply the archive's rootfs changes (rootfs-diff.tar, deleted.files)
+    /// to this rootfs
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
 }

@@ -15,6 +15,7 @@
 //! prove they hold it before a single byte of images is accepted, and the
 //! ephemeral keys give every migration fresh session keys.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -63,11 +64,106 @@ fn io(e: std::io::Error) -> ChannelError {
     }
 }
 
-/// An established channel.
+/// An established channel. [`SecureChannel::split`] gives independent
+/// sending and receiving halves, for streams that flow both ways at once.
 pub struct SecureChannel<S> {
     stream: S,
-    noise: snow::TransportState,
+    sender: Cipher,
+    receiver: Cipher,
+}
+
+/// One direction of the channel: the shared session keys and this
+/// direction's nonce counter.
+struct Cipher {
+    noise: Arc<snow::StatelessTransportState>,
+    nonce: u64,
     frame: Vec<u8>,
+}
+
+impl Cipher {
+    fn seal(&mut self, plain: &[u8]) -> Result<&[u8], ChannelError> {
+        let n = self
+            .noise
+            .write_message(self.nonce, plain, &mut self.frame)
+            .map_err(ChannelError::Noise)?;
+        self.nonce += 1;
+        Ok(&self.frame[..n])
+    }
+
+    async fn open<R: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut R,
+    ) -> Result<Vec<u8>, ChannelError> {
+        let len = read_frame(stream, &mut self.frame).await?;
+        let mut plain = vec![0u8; len];
+        let n = self
+            .noise
+            .read_message(self.nonce, &self.frame[..len], &mut plain)
+            .map_err(|_| ChannelError::Tampered)?;
+        self.nonce += 1;
+        plain.truncate(n);
+        Ok(plain)
+    }
+}
+
+/// The sending half of a split channel.
+pub struct SecureSender<W> {
+    stream: W,
+    cipher: Cipher,
+}
+
+/// The receiving half of a split channel.
+pub struct SecureReceiver<R> {
+    stream: R,
+    cipher: Cipher,
+}
+
+impl<W> std::fmt::Debug for SecureSender<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecureSender")
+    }
+}
+
+impl<R> std::fmt::Debug for SecureReceiver<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecureReceiver")
+    }
+}
+
+impl<W: AsyncWrite + Unpin> SecureSender<W> {
+    /// Sends one protocol message.
+    pub async fn send(&mut self, message: &Envelope) -> Result<(), ChannelError> {
+        let plain = message.encode_checked()?;
+        let frame = self.cipher.seal(&plain)?;
+        write_frame(&mut self.stream, frame).await
+    }
+
+    /// Sends raw bytes, in frames.
+    pub async fn send_bytes(&mut self, data: &[u8]) -> Result<(), ChannelError> {
+        for chunk in data.chunks(MAX_PLAINTEXT) {
+            let frame = self.cipher.seal(chunk)?;
+            write_frame(&mut self.stream, frame).await?;
+        }
+        Ok(())
+    }
+
+    /// Shuts the sending side down: the peer reads end of stream.
+    pub async fn shutdown(&mut self) -> Result<(), ChannelError> {
+        self.stream.shutdown().await.map_err(io)
+    }
+}
+
+impl<R: AsyncRead + Unpin> SecureReceiver<R> {
+    /// Receives one protocol message.
+    pub async fn recv(&mut self) -> Result<Body, ChannelError> {
+        let plain = self.cipher.open(&mut self.stream).await?;
+        Ok(Envelope::decode_checked(&plain)?)
+    }
+
+    /// Receives one frame of raw bytes; [`ChannelError::Closed`] at the end.
+    pub async fn recv_bytes(&mut self) -> Result<Vec<u8>, ChannelError> {
+        self.cipher.open(&mut self.stream).await
+    }
 }
 
 impl<S> std::fmt::Debug for SecureChannel<S> {
@@ -123,12 +219,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
                 }
             }
         }
-        let noise = hs.into_transport_mode().map_err(ChannelError::Noise)?;
+        let noise = Arc::new(
+            hs.into_stateless_transport_mode()
+                .map_err(ChannelError::Noise)?,
+        );
+        let cipher = |noise: &Arc<snow::StatelessTransportState>| Cipher {
+            noise: Arc::clone(noise),
+            nonce: 0,
+            frame: vec![0u8; MAX_FRAME],
+        };
+        drop(frame);
         Ok(Self {
             stream,
-            noise,
-            frame,
+            sender: cipher(&noise),
+            receiver: cipher(&noise),
         })
+    }
+
+    /// Splits into halves that can be used from two tasks at once.
+    pub fn split(
+        self,
+    ) -> (
+        SecureSender<tokio::io::WriteHalf<S>>,
+        SecureReceiver<tokio::io::ReadHalf<S>>,
+    ) {
+        let (read, write) = tokio::io::split(self.stream);
+        (
+            SecureSender {
+                stream: write,
+                cipher: self.sender,
+            },
+            SecureReceiver {
+                stream: read,
+                cipher: self.receiver,
+            },
+        )
     }
 
     /// Sends one protocol message.
@@ -157,22 +282,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
     }
 
     async fn send_frame(&mut self, plain: &[u8]) -> Result<(), ChannelError> {
-        let n = self
-            .noise
-            .write_message(plain, &mut self.frame)
-            .map_err(ChannelError::Noise)?;
-        write_frame(&mut self.stream, &self.frame[..n]).await
+        let frame = self.sender.seal(plain)?;
+        write_frame(&mut self.stream, frame).await
     }
 
     async fn recv_frame(&mut self) -> Result<Vec<u8>, ChannelError> {
-        let len = read_frame(&mut self.stream, &mut self.frame).await?;
-        let mut plain = vec![0u8; len];
-        let n = self
-            .noise
-            .read_message(&self.frame[..len], &mut plain)
-            .map_err(|_| ChannelError::Tampered)?;
-        plain.truncate(n);
-        Ok(plain)
+        self.receiver.open(&mut self.stream).await
     }
 
     /// Flushes and shuts down the sending side.
@@ -187,8 +302,12 @@ async fn write_frame<S: AsyncWrite + Unpin>(
 ) -> Result<(), ChannelError> {
     let len = u16::try_from(frame.len())
         .map_err(|_| ChannelError::Protocol(ProtocolError::TooLarge(frame.len())))?;
-    stream.write_all(&len.to_be_bytes()).await.map_err(io)?;
-    stream.write_all(frame).await.map_err(io)?;
+    // One write per frame: a separate length write would meet Nagle's
+    // algorithm and the peer's delayed ACK on every frame.
+    let mut wire = Vec::with_capacity(2 + frame.len());
+    wire.extend_from_slice(&len.to_be_bytes());
+    wire.extend_from_slice(frame);
+    stream.write_all(&wire).await.map_err(io)?;
     stream.flush().await.map_err(io)
 }
 
@@ -280,6 +399,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn split_halves_carry_both_directions_at_once() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let k = key(6);
+        let k2 = k.clone();
+        let echo = tokio::spawn(async move {
+            let (mut tx, mut rx) = SecureChannel::accept(b, &k2).await.unwrap().split();
+            while let Ok(bytes) = rx.recv_bytes().await {
+                tx.send_bytes(&bytes).await.unwrap();
+            }
+        });
+        let (mut tx, mut rx) = SecureChannel::connect(a, &k).await.unwrap().split();
+        let writer = tokio::spawn(async move {
+            for i in 0..50u8 {
+                tx.send_bytes(&vec![i; 70_000]).await.unwrap();
+            }
+            tx.shutdown().await.unwrap();
+        });
+        let mut total = 0;
+        while total < 50 * 70_000 {
+            total += rx.recv_bytes().await.unwrap().len();
+        }
+        writer.await.unwrap();
+        assert_eq!(total, 50 * 70_000);
+        drop(rx);
+        echo.await.unwrap();
+    }
+
+    #[tokio::test]
     async fn altered_frame_is_detected() {
         let (a, b) = tokio::io::duplex(1 << 16);
         let k = key(5);
@@ -293,14 +440,10 @@ mod tests {
         let plain = Envelope::new(Body::Ack(Ack { step: "x".into() }))
             .encode_checked()
             .unwrap();
-        let n = client
-            .noise
-            .write_message(&plain, &mut client.frame)
-            .unwrap();
-        client.frame[n - 1] ^= 1;
-        write_frame(&mut client.stream, &client.frame[..n])
-            .await
-            .unwrap();
+        let mut frame = client.sender.seal(&plain).unwrap().to_vec();
+        let last = frame.len() - 1;
+        frame[last] ^= 1;
+        write_frame(&mut client.stream, &frame).await.unwrap();
         let result = server.await.unwrap();
         assert!(matches!(result, Err(ChannelError::Tampered)), "{result:?}");
     }

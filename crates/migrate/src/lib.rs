@@ -7,7 +7,10 @@
 //! file ([`manifest`]). The agent, the strategies and the cut-over come next
 //! (see docs/migration.md for the plan).
 
+pub mod agent;
 pub mod channel;
 pub mod key;
 pub mod manifest;
 pub mod protocol;
+pub mod source;
+pub mod transfer;

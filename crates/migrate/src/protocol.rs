@@ -42,7 +42,7 @@ pub enum ProtocolError {
 /// One protocol message.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Envelope {
-    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
     pub body: Option<Body>,
 }
 
@@ -62,6 +62,18 @@ pub enum Body {
     Abort(Abort),
     #[prost(message, tag = "6")]
     Ack(Ack),
+    #[prost(message, tag = "7")]
+    Prepare(Prepare),
+    #[prost(message, tag = "8")]
+    StreamOpen(StreamOpen),
+    #[prost(message, tag = "9")]
+    Restored(Restored),
+    #[prost(message, tag = "10")]
+    Commit(Commit),
+    #[prost(message, tag = "11")]
+    Committed(Committed),
+    #[prost(message, tag = "12")]
+    PagesReady(PagesReady),
 }
 
 impl Body {
@@ -74,6 +86,12 @@ impl Body {
             Self::Manifest(_) => "Manifest",
             Self::Abort(_) => "Abort",
             Self::Ack(_) => "Ack",
+            Self::Prepare(_) => "Prepare",
+            Self::StreamOpen(_) => "StreamOpen",
+            Self::Restored(_) => "Restored",
+            Self::Commit(_) => "Commit",
+            Self::Committed(_) => "Committed",
+            Self::PagesReady(_) => "PagesReady",
         }
     }
 }
@@ -147,6 +165,69 @@ pub struct Ack {
     #[prost(string, tag = "1")]
     pub step: String,
 }
+
+/// What the source asks the destination to receive.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Prepare {
+    /// Names this migration; data connections quote it.
+    #[prost(string, tag = "1")]
+    pub session: String,
+    /// "process" or "container".
+    #[prost(string, tag = "2")]
+    pub workload: String,
+    /// The container's ID on the destination (containers only).
+    #[prost(string, tag = "3")]
+    pub id: String,
+    /// "stop-copy" or "post-copy".
+    #[prost(string, tag = "4")]
+    pub strategy: String,
+    /// Both hosts see the bundle at `bundle_path`: it is not sent.
+    #[prost(bool, tag = "5")]
+    pub shared_rootfs: bool,
+    /// The bundle's path on the source (used as is with `shared_rootfs`).
+    #[prost(string, tag = "6")]
+    pub bundle_path: String,
+    #[prost(bool, tag = "7")]
+    pub tcp_established: bool,
+    /// An upper bound of what will be sent, for the space check.
+    #[prost(uint64, tag = "8")]
+    pub bytes_estimate: u64,
+}
+
+/// The first message on a data connection: which session's stream it is.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamOpen {
+    #[prost(string, tag = "1")]
+    pub session: String,
+    /// "pages" (stop-copy page server) or "lazy" (post-copy page requests).
+    #[prost(string, tag = "2")]
+    pub purpose: String,
+}
+
+/// The destination restored the workload; it waits, stopped, for Commit.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Restored {
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+    /// Microseconds CRIU spent restoring.
+    #[prost(uint64, tag = "2")]
+    pub restore_time_us: u64,
+}
+
+/// The source's decision: run on the destination.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Commit {}
+
+/// The destination runs the workload; the source may now end its copy.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Committed {
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+}
+
+/// The destination's page server is ready for the source's stream.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PagesReady {}
 
 impl Envelope {
     /// Wraps a body.

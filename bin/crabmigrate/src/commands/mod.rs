@@ -1,9 +1,12 @@
 //! One module per command; each turns parsed arguments into library calls.
 
+mod archive;
 mod check;
 mod checkpoint;
 mod common;
 pub mod container;
+mod inspect;
+mod migrate;
 mod page_server;
 mod restore;
 
@@ -23,6 +26,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restore(args) => restore::run(&cli.global, &args),
         Command::PageServer(args) => page_server::run(&cli.global, &args),
         Command::LazyPages(args) => page_server::run_lazy(&cli.global, &args),
+        Command::Inspect(args) => inspect::run(&cli.global, &args),
+        Command::Export(args) => archive::export(&cli.global, &args),
+        Command::Import(args) => archive::import(&cli.global, &args),
         Command::Create(args) => container::create(&cli.global, &args),
         Command::Start(args) => container::start(&cli.global, &args),
         Command::Run(args) => container::run(&cli.global, &args),
@@ -33,6 +39,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Delete(args) => container::delete(&cli.global, &args),
         Command::Pause(args) => container::pause(&cli.global, &args),
         Command::Resume(args) => container::resume(&cli.global, &args),
+        Command::Agent(args) => migrate::agent(&cli.global, &args),
+        Command::Migrate(args) => migrate::migrate(&cli.global, &args),
         Command::Keygen(args) => {
             crabmigrate_migrate::key::Key::generate_file(&args.out)?;
             println!(

@@ -22,6 +22,10 @@ struct Report<'a> {
 }
 
 pub fn run(global: &Global, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    if let Some(file) = &args.import {
+        // Extract the archive, then restore from the images it held.
+        return run(global, &super::archive::restore_import(args, file)?);
+    }
     if let Some(id) = &args.id {
         return run_container(global, id, args);
     }

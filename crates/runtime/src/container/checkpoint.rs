@@ -9,6 +9,8 @@
 //! - a network or pid namespace the container joined (a `path` in the spec)
 //!   is external, keyed `extRootNetNS` / `extRootPidNS`;
 //! - `descriptors.json` in the images records the init's stdio, for restore;
+//! - a container with a terminal is dumped as a shell job: the pty master
+//!   is outside the container;
 //! - the `org.criu.config` annotation names a CRIU configuration file.
 
 use std::os::fd::{AsFd, BorrowedFd};
@@ -126,7 +128,12 @@ pub fn checkpoint(
         leave_running: opts.leave_running,
         tcp_established: opts.tcp_established,
         ext_unix_sk: opts.ext_unix_sk,
-        shell_job: opts.shell_job,
+        // The master of a container's terminal is outside the container
+        // (the console socket's receiver has it): CRIU dumps the orphaned
+        // slave only as a shell job ("Found slave peer index N without
+        // correspond master peer" otherwise). Restore hands a new master to
+        // the console socket (orphan-pts-master).
+        shell_job: opts.shell_job || has_terminal(&bundle),
         file_locks: opts.file_locks,
         link_remap: opts.link_remap,
         parent_img: parent,
@@ -184,6 +191,16 @@ pub fn checkpoint(
         stats: outcome.stats,
         log_file: outcome.log_file,
     })
+}
+
+/// Whether the container's process has a terminal (`process.terminal`).
+pub(crate) fn has_terminal(bundle: &spec::Bundle) -> bool {
+    bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
 }
 
 fn open_dir(path: &Path) -> Result<std::fs::File, CheckpointError> {

@@ -9,7 +9,8 @@
 //! - A joined network or pid namespace is handed over with inherit-fd under
 //!   the key used at checkpoint; other joined namespaces with join_ns.
 //! - CRIU itself is put into the container's cgroup before it restores, and
-//!   on cgroup v1 `cg_root` points the restored tree at the new cgroup.
+//!   `cg_root` points the restored tree at the new cgroup: per v1
+//!   controller, plus a default root for the v2 hierarchy.
 //! - Pipes among the init's stdio (`descriptors.json`) are replaced with
 //!   crabmigrate's own stdio through inherit-fd.
 //! - The restored init is the caller's child (rst_sibling).
@@ -96,6 +97,8 @@ pub enum RestoreError {
     Criu(#[from] criu_rpc::RestoreError),
     #[error("cannot connect to the console socket {0}")]
     Console(PathBuf, #[source] io::Error),
+    #[error("process.terminal is set, so --console-socket is required to receive the restored terminal (as with runc)")]
+    NoConsoleSocket,
 }
 
 /// Restores container `id` from `opts.images_dir` with `opts.bundle`.
@@ -123,6 +126,12 @@ pub fn restore(
     };
     let bundle =
         spec::load(&opts.bundle).map_err(|e| RestoreError::Bundle(opts.bundle.clone(), e))?;
+    // The terminal's new master can only go to a console socket; without
+    // one CRIU fails obscurely ("Found slave peer index N without
+    // correspond master peer").
+    if super::checkpoint::has_terminal(&bundle) && opts.console_socket.is_none() {
+        return Err(RestoreError::NoConsoleSocket);
+    }
     let dir = match &previous {
         Some(_) => root.container_dir(id),
         None => root.create_dir(id)?,
@@ -182,6 +191,13 @@ pub fn restore(
         .into_iter()
         .map(|(ctrl, path)| (Some(ctrl), path))
         .collect();
+    // A root without a controller covers the hierarchies not named above:
+    // the v2 one (CRIU calls it ""), hybrid or pure. Without it CRIU puts
+    // the tree back into the checkpoint's v2 path (another ID's, or
+    // another runtime's) and creates that cgroup, which nobody removes.
+    if !cgroup.paths().is_empty() {
+        o.cgroups.roots.push((None, cgroup.path().to_owned()));
+    }
     o.external = restore_externals(&bundle)?;
     o.external.extend(opts.external.iter().cloned());
     for (kind, file) in &joined {

@@ -1,0 +1,510 @@
+//! The destination: `crabmigrate agent` accepts migrations.
+//!
+//! Receiver state machine (one per control connection):
+//!
+//! ```text
+//! Handshake --Hello--> Greeted --Prepare--> Prepared --Manifest(cpuinfo)-->
+//! Checked --(stop-copy) page server up, PagesReady--> Receiving
+//! --Manifest(images), digests ok--> Restoring --post-restore--> Held
+//! --Commit--> Running (committed)          any error or Abort --> RolledBack
+//! ```
+//!
+//! Until Commit arrives the restored workload stays stopped at CRIU's
+//! post-restore point; without Commit it is killed, so the source (which
+//! resumes on failure) and the destination never both run it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use criu_rpc::{Criu, ImagesRequest, Notify, NotifyResult, PageServerRequest, RestoreRequest};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::channel::{ChannelError, SecureChannel};
+use crate::key::Key;
+use crate::protocol::{
+    Ack, Body, Committed, Envelope, Hello, PagesReady, Refuse, Restored, PROTOCOL_VERSION,
+};
+use crate::transfer::{self, TransferError};
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub listen: SocketAddr,
+    pub key: Key,
+    /// Where sessions keep their images.
+    pub work_dir: PathBuf,
+    /// Container state root on this host.
+    pub state_root: PathBuf,
+    pub criu: Criu,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot listen on {0}")]
+    Listen(SocketAddr, #[source] std::io::Error),
+    #[error("cannot create the work directory {0}")]
+    WorkDir(PathBuf, #[source] std::io::Error),
+}
+
+type Streams = Arc<Mutex<HashMap<String, mpsc::Sender<SecureChannel<TcpStream>>>>>;
+
+/// Serves migrations until the process ends. Each connection is handled on
+/// its own task; a failed migration never stops the agent.
+pub async fn serve(
+    opts: AgentOptions,
+    ready: Option<oneshot::Sender<SocketAddr>>,
+) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&opts.work_dir)
+        .map_err(|e| AgentError::WorkDir(opts.work_dir.clone(), e))?;
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| AgentError::Listen(opts.listen, e))?;
+    let local = listener.local_addr().unwrap_or(opts.listen);
+    tracing::info!(%local, "agent listening");
+    if let Some(ready) = ready {
+        let _ = ready.send(local);
+    }
+    let streams: Streams = Arc::default();
+    let opts = Arc::new(opts);
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let opts = Arc::clone(&opts);
+        let streams = Arc::clone(&streams);
+        tokio::spawn(async move {
+            if let Err(e) = connection(socket, &opts, streams).await {
+                tracing::warn!(%peer, error = %chain(&e), "migration failed");
+            }
+        });
+    }
+}
+
+/// The error chain on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Why one migration failed on this side.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    #[error("the source sent {got} where {expected} was due")]
+    Unexpected {
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("no data stream arrived for the session")]
+    NoStream,
+    #[error("the source gave up: {0}")]
+    Aborted(String),
+}
+
+async fn connection(
+    socket: TcpStream,
+    opts: &AgentOptions,
+    streams: Streams,
+) -> Result<(), SessionError> {
+    let _ = socket.set_nodelay(true);
+    let mut channel = SecureChannel::accept(socket, &opts.key).await?;
+    match channel.recv().await? {
+        Body::StreamOpen(open) => {
+            let sender = streams
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&open.session).cloned());
+            match sender {
+                Some(sender) => sender
+                    .send(channel)
+                    .await
+                    .map_err(|_| SessionError::NoStream),
+                None => Err(SessionError::NoStream),
+            }
+        }
+        Body::Hello(hello) => control(channel, hello, opts, streams).await,
+        other => Err(SessionError::Unexpected {
+            expected: "Hello",
+            got: other.name(),
+        }),
+    }
+}
+
+/// This host's Hello.
+pub(crate) fn make_hello(role: &str, criu: &Criu) -> Hello {
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        role: role.into(),
+        criu_version: criu.version().map(|v| v.to_string()).unwrap_or_default(),
+        kernel: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        hostname: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// Sends a refusal and returns the matching error.
+async fn refuse(
+    tx: &mut crate::channel::SecureSender<tokio::io::WriteHalf<TcpStream>>,
+    reason: String,
+) -> SessionError {
+    let _ = tx
+        .send(&Envelope::new(Body::Refuse(Refuse {
+            reason: reason.clone(),
+        })))
+        .await;
+    SessionError::Refused(reason)
+}
+
+async fn control(
+    channel: SecureChannel<TcpStream>,
+    peer: Hello,
+    opts: &AgentOptions,
+    streams: Streams,
+) -> Result<(), SessionError> {
+    let (mut tx, mut rx) = channel.split();
+    if peer.protocol_version != PROTOCOL_VERSION {
+        return Err(refuse(
+            &mut tx,
+            format!(
+                "protocol version {} is not {PROTOCOL_VERSION}; run the same crabmigrate release on both hosts",
+                peer.protocol_version
+            ),
+        )
+        .await);
+    }
+    let ours = make_hello("destination", &opts.criu);
+    if !version_at_least(&ours.criu_version, &peer.criu_version) {
+        return Err(refuse(
+            &mut tx,
+            format!(
+                "CRIU here is {} and older than the source's {}; upgrade CRIU on the destination",
+                ours.criu_version, peer.criu_version
+            ),
+        )
+        .await);
+    }
+    tx.send(&Envelope::new(Body::Hello(ours))).await?;
+
+    let prepare = match rx.recv().await? {
+        Body::Prepare(p) => p,
+        other => return Err(unexpected("Prepare", &other)),
+    };
+    if prepare.workload != "process" {
+        return Err(refuse(
+            &mut tx,
+            format!(
+                "this agent cannot receive a {:?} workload yet",
+                prepare.workload
+            ),
+        )
+        .await);
+    }
+    if !prepare.session.chars().all(|c| c.is_ascii_alphanumeric()) || prepare.session.is_empty() {
+        return Err(refuse(&mut tx, "invalid session name".into()).await);
+    }
+    let session_dir = opts.work_dir.join(&prepare.session);
+    if let Some(free) = free_space(&opts.work_dir) {
+        if free < prepare.bytes_estimate {
+            return Err(refuse(
+                &mut tx,
+                format!(
+                    "not enough space in {}: {} bytes free, about {} needed",
+                    opts.work_dir.display(),
+                    free,
+                    prepare.bytes_estimate
+                ),
+            )
+            .await);
+        }
+    }
+    let _cleanup = DirCleanup(session_dir.clone());
+    let (stream_tx, mut stream_rx) = mpsc::channel(1);
+    if let Ok(mut map) = streams.lock() {
+        map.insert(prepare.session.clone(), stream_tx);
+    }
+    let _unregister = Unregister {
+        streams: Arc::clone(&streams),
+        session: prepare.session.clone(),
+    };
+    tx.send(&Envelope::new(Body::Ack(Ack {
+        step: "prepare".into(),
+    })))
+    .await?;
+
+    // Preflight: the source's cpuinfo must suit this CPU.
+    let cpuinfo_dir = session_dir.join("cpuinfo");
+    transfer::recv_dir(&mut rx, &cpuinfo_dir).await?;
+    let criu = opts.criu.clone();
+    let dir = cpuinfo_dir.clone();
+    let check = tokio::task::spawn_blocking(move || {
+        let images = std::fs::File::open(&dir).map_err(|e| e.to_string())?;
+        let mut session = criu.session().map_err(|e| chain(&e))?;
+        session
+            .cpuinfo_check(&ImagesRequest::new(std::os::fd::AsFd::as_fd(&images)))
+            .map_err(|e| chain(&e))
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(why) = check {
+        return Err(refuse(
+            &mut tx,
+            format!("this CPU cannot run the source's workload: {why}"),
+        )
+        .await);
+    }
+    tx.send(&Envelope::new(Body::Ack(Ack {
+        step: "cpuinfo".into(),
+    })))
+    .await?;
+
+    let images_dir = session_dir.join("images");
+    std::fs::create_dir_all(&images_dir).map_err(TransferError::Local)?;
+    let page_server = if prepare.strategy == "stop-copy" {
+        // CRIU's page server on loopback; the source's page stream arrives
+        // on a data connection and is carried to it.
+        // One thread starts the page server and waits for it: CRIU dies
+        // with the thread that started it (parent-death signal).
+        let criu = opts.criu.clone();
+        let dir = images_dir.clone();
+        let (info_tx, info_rx) = oneshot::channel();
+        let (done_tx, done_rx) = oneshot::channel::<Result<std::process::ExitStatus, String>>();
+        std::thread::spawn(move || {
+            let started = std::fs::File::open(&dir)
+                .map_err(|e| e.to_string())
+                .and_then(|images| {
+                    let request = PageServerRequest::listen(
+                        std::os::fd::AsFd::as_fd(&images),
+                        "127.0.0.1",
+                        0,
+                    );
+                    criu.page_server(&request).map_err(|e| chain(&e))
+                });
+            match started {
+                Ok((session, info)) => {
+                    let _ = info_tx.send(Ok(info));
+                    let status = session
+                        .wait_pid(info.pid.unwrap_or(0))
+                        .map_err(|e| chain(&e));
+                    let _ = done_tx.send(status);
+                }
+                Err(why) => {
+                    let _ = info_tx.send(Err(why));
+                }
+            }
+        });
+        let info = match info_rx.await {
+            Ok(Ok(info)) => info,
+            Ok(Err(why)) => {
+                return Err(refuse(&mut tx, format!("cannot start a page server: {why}")).await)
+            }
+            Err(_) => return Err(refuse(&mut tx, "the page server thread died".into()).await),
+        };
+        tx.send(&Envelope::new(Body::PagesReady(PagesReady {})))
+            .await?;
+        let data = tokio::time::timeout(Duration::from_secs(30), stream_rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .ok_or(SessionError::NoStream)?;
+        let local = TcpStream::connect(("127.0.0.1", info.port))
+            .await
+            .map_err(TransferError::Local)?;
+        let pump = tokio::spawn(transfer::pump(local, data));
+        Some((done_rx, pump))
+    } else {
+        None
+    };
+
+    // The rest of the images, checked against their digests.
+    transfer::recv_dir(&mut rx, &images_dir).await?;
+    tracing::info!("images received and verified");
+    if let Some((done, pump)) = page_server {
+        let pumped = pump
+            .await
+            .map_err(|e| TransferError::Local(std::io::Error::other(e)))??;
+        tracing::info!(bytes = pumped.out + pumped.back, "page stream done");
+        let status = done
+            .await
+            .unwrap_or_else(|_| Err("the page server thread died".into()));
+        if !matches!(status, Ok(s) if s.success()) {
+            let log =
+                std::fs::read_to_string(images_dir.join("page-server.log")).unwrap_or_default();
+            let errors: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("Error"))
+                .take(3)
+                .collect();
+            return Err(refuse(
+                &mut tx,
+                format!(
+                    "the page server failed ({status:?}): {}",
+                    errors.join(" / ")
+                ),
+            )
+            .await);
+        }
+    }
+
+    // Restore, held before the tasks run until the source commits.
+    let (held_tx, held_rx) = oneshot::channel::<(u32, std::sync::mpsc::Sender<bool>)>();
+    let criu = opts.criu.clone();
+    let dir = images_dir.clone();
+    let tcp = prepare.tcp_established;
+    let restore = tokio::task::spawn_blocking(move || {
+        let images = std::fs::File::open(&dir).map_err(|e| e.to_string())?;
+        let mut request = RestoreRequest::new(std::os::fd::AsFd::as_fd(&images));
+        request.options.tcp_established = tcp;
+        let mut hold = Hold {
+            held: Some(held_tx),
+        };
+        criu.restore(&request, Some(&mut hold))
+            .map_err(|e| chain(&e))
+    });
+    let (pid, decide) = match held_rx.await {
+        Ok(x) => x,
+        Err(_) => {
+            let why = match restore.await {
+                Ok(Err(why)) => why,
+                _ => "the restore ended early".into(),
+            };
+            return Err(refuse(&mut tx, format!("restore failed on the destination: {why}")).await);
+        }
+    };
+    tx.send(&Envelope::new(Body::Restored(Restored {
+        pid,
+        restore_time_us: 0,
+    })))
+    .await?;
+    let verdict = rx.recv().await;
+    let commit = matches!(verdict, Ok(Body::Commit(_)));
+    let _ = decide.send(commit);
+    let restored = restore.await.unwrap_or_else(|e| Err(e.to_string()));
+    if !commit {
+        return match verdict {
+            Ok(Body::Abort(a)) => Err(SessionError::Aborted(a.cause)),
+            Ok(other) => Err(unexpected("Commit", &other)),
+            Err(e) => Err(e.into()),
+        };
+    }
+    match restored {
+        Ok(outcome) => {
+            tx.send(&Envelope::new(Body::Committed(Committed {
+                pid: outcome.pid as u32,
+            })))
+            .await?;
+            tracing::info!(
+                pid = outcome.pid,
+                "migration committed; the workload runs here"
+            );
+            Ok(())
+        }
+        Err(why) => Err(refuse(&mut tx, format!("restore failed after commit: {why}")).await),
+    }
+}
+
+fn unexpected(expected: &'static str, got: &Body) -> SessionError {
+    match got {
+        Body::Abort(a) => SessionError::Aborted(a.cause.clone()),
+        other => SessionError::Unexpected {
+            expected,
+            got: other.name(),
+        },
+    }
+}
+
+/// Holds the restored tree at post-restore until the source decides.
+struct Hold {
+    held: Option<oneshot::Sender<(u32, std::sync::mpsc::Sender<bool>)>>,
+}
+
+impl Notify for Hold {
+    fn post_restore(&mut self, pid: i32) -> NotifyResult {
+        let (decide_tx, decide_rx) = std::sync::mpsc::channel();
+        if let Some(held) = self.held.take() {
+            held.send((pid as u32, decide_tx))
+                .map_err(|_| "the migration session ended")?;
+        }
+        match decide_rx.recv_timeout(COMMIT_TIMEOUT) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the source did not commit; the restored copy is dropped".into()),
+            Err(_) => Err("no commit from the source in time; the restored copy is dropped".into()),
+        }
+    }
+}
+
+/// How long a restored copy waits for the source's decision.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `a >= b` for dotted versions.
+fn version_at_least(a: &str, b: &str) -> bool {
+    let parse = |v: &str| -> Vec<u32> {
+        v.split(|c: char| !c.is_ascii_digit())
+            .filter_map(|x| x.parse().ok())
+            .collect()
+    };
+    parse(a) >= parse(b)
+}
+
+fn free_space(dir: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+/// Removes a session's directory when the session ends.
+struct DirCleanup(PathBuf);
+
+impl Drop for DirCleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Forgets a session's stream slot when the session ends.
+struct Unregister {
+    streams: Streams,
+    session: String,
+}
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.streams.lock() {
+            map.remove(&self.session);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(version_at_least("4.1.1", "4.1.1"));
+        assert!(version_at_least("4.10", "4.9.3"));
+        assert!(!version_at_least("4.1", "4.1.1"));
+        assert!(!version_at_least("3.17.1", "4.0"));
+    }
+}
