@@ -472,8 +472,14 @@ pub struct MigrateArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum StrategyArg {
+    /// Post-copy where both hosts can, else stop-copy
     Auto,
+    /// Freeze, stream every page, restore
     StopCopy,
+    /// Freeze briefly, restore at once, fetch pages on demand
+    PostCopy,
+    /// Copy while running, then a short final round (not implemented yet)
+    PreCopy,
 }
 
 #[derive(Debug, Args)]

@@ -151,7 +151,9 @@ async fn connection(
 }
 
 /// This host's Hello.
+/// Blocks on CRIU: call from a blocking thread.
 pub(crate) fn make_hello(role: &str, criu: &Criu) -> Hello {
+    let post_copy = post_copy_ready(criu);
     Hello {
         protocol_version: PROTOCOL_VERSION,
         role: role.into(),
@@ -162,7 +164,30 @@ pub(crate) fn make_hello(role: &str, criu: &Criu) -> Hello {
         hostname: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        post_copy: post_copy.is_ok(),
+        post_copy_why: post_copy.err().unwrap_or_default(),
     }
+}
+
+/// Whether this host can do its part of post-copy: CRIU's lazy-pages
+/// feature, and a pipe size CRIU's lazy page server can get.
+pub(crate) fn post_copy_ready(criu: &Criu) -> Result<(), String> {
+    use crabmigrate_runtime::host;
+    let features = criu
+        .feature_check(criu_rpc::Features::ALL)
+        .map_err(|e| chain(&e))?;
+    if !features.lazy_pages {
+        return Err("CRIU reports no lazy-pages support (userfaultfd) on this host".into());
+    }
+    let privilege = host::privilege();
+    let pipe = host::pipe_max_size().unwrap_or(0);
+    if !privilege.cap_sys_resource && pipe < host::LAZY_PAGES_PIPE_SIZE {
+        return Err(format!(
+            "fs.pipe-max-size is {pipe}, below the {} CRIU's lazy page server needs (run scripts/setup.sh)",
+            host::LAZY_PAGES_PIPE_SIZE
+        ));
+    }
+    Ok(())
 }
 
 /// Sends a refusal and returns the matching error.
@@ -195,7 +220,10 @@ async fn control(
         )
         .await);
     }
-    let ours = make_hello("destination", &opts.criu);
+    let criu = opts.criu.clone();
+    let ours = tokio::task::spawn_blocking(move || make_hello("destination", &criu))
+        .await
+        .map_err(|e| TransferError::Local(std::io::Error::other(e)))?;
     if !version_at_least(&ours.criu_version, &peer.criu_version) {
         return Err(refuse(
             &mut tx,
@@ -341,6 +369,19 @@ async fn control(
     // The rest of the images, checked against their digests.
     transfer::recv_dir(&mut rx, &images_dir).await?;
     tracing::info!("images received and verified");
+    let post_copy = prepare.strategy == "post-copy";
+    let lazy = if post_copy {
+        tx.send(&Envelope::new(Body::Ack(Ack {
+            step: "images".into(),
+        })))
+        .await?;
+        match start_lazy_daemon(opts, &images_dir, &mut stream_rx).await {
+            Ok(lazy) => Some(lazy),
+            Err(why) => return Err(refuse(&mut tx, why).await),
+        }
+    } else {
+        None
+    };
     if let Some((done, pump)) = page_server {
         let pumped = pump
             .await
@@ -377,6 +418,9 @@ async fn control(
         let images = std::fs::File::open(&dir).map_err(|e| e.to_string())?;
         let mut request = RestoreRequest::new(std::os::fd::AsFd::as_fd(&images));
         request.options.tcp_established = tcp;
+        // The lazy-pages daemon listens in the images directory, which is
+        // also the restore's work directory.
+        request.options.lazy_pages = post_copy;
         let mut hold = Hold {
             held: Some(held_tx),
         };
@@ -419,9 +463,101 @@ async fn control(
                 pid = outcome.pid,
                 "migration committed; the workload runs here"
             );
+            if let Some(lazy) = lazy {
+                // Until the last page arrives the workload needs the source;
+                // if the transfer breaks, CRIU resumes the source, so this
+                // copy must go at once.
+                let daemon = lazy
+                    .done
+                    .await
+                    .unwrap_or_else(|_| Err("the lazy-pages thread died".into()));
+                let _ = lazy.pump.await;
+                if let Err(why) = daemon {
+                    tracing::error!(pid = outcome.pid, %why, "page transfer broke; killing the destination copy");
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(outcome.pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    return Err(SessionError::Refused(format!(
+                        "post-copy page transfer failed: {why}"
+                    )));
+                }
+                tracing::info!("all pages arrived");
+            }
             Ok(())
         }
         Err(why) => Err(refuse(&mut tx, format!("restore failed after commit: {why}")).await),
+    }
+}
+
+/// A running `criu lazy-pages` and the pump carrying its page requests.
+struct Lazy {
+    done: oneshot::Receiver<Result<(), String>>,
+    pump: tokio::task::JoinHandle<Result<transfer::Pumped, TransferError>>,
+}
+
+/// Waits for the source's lazy stream, then starts `criu lazy-pages` on a
+/// loopback port that is carried to the source's lazy page server.
+async fn start_lazy_daemon(
+    opts: &AgentOptions,
+    images_dir: &Path,
+    streams: &mut mpsc::Receiver<SecureChannel<TcpStream>>,
+) -> Result<Lazy, String> {
+    let data = tokio::time::timeout(Duration::from_secs(60), streams.recv())
+        .await
+        .ok()
+        .flatten()
+        .ok_or("no lazy page stream arrived from the source")?;
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let pump = tokio::spawn(async move {
+        let (conn, _) = listener.accept().await.map_err(TransferError::Local)?;
+        transfer::pump(conn, data).await
+    });
+    // One thread starts the daemon and waits for it (CRIU dies with the
+    // thread that started it).
+    let criu = opts.criu.clone();
+    let dir = images_dir.to_path_buf();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::spawn(move || {
+        let request = criu_rpc::LazyPagesRequest {
+            images_dir: &dir,
+            work_dir: &dir,
+            address: "127.0.0.1",
+            port,
+            log_file: "lazy-pages.log",
+            tls_args: Vec::new(),
+        };
+        match criu.lazy_pages(&request) {
+            Ok(mut daemon) => {
+                let _ = ready_tx.send(Ok(()));
+                let status = daemon.wait().map_err(|e| e.to_string()).and_then(|s| {
+                    if s.success() {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "criu lazy-pages {s}; log: {}",
+                            daemon.log_file().display()
+                        ))
+                    }
+                });
+                let _ = done_tx.send(status);
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(chain(&e)));
+            }
+        }
+    });
+    match ready_rx.await {
+        Ok(Ok(())) => Ok(Lazy {
+            done: done_rx,
+            pump,
+        }),
+        Ok(Err(why)) => Err(format!("cannot start criu lazy-pages: {why}")),
+        Err(_) => Err("the lazy-pages thread died".into()),
     }
 }
 

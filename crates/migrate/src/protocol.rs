@@ -112,6 +112,12 @@ pub struct Hello {
     pub kernel: String,
     #[prost(string, tag = "5")]
     pub hostname: String,
+    /// Whether this host can take part in post-copy (lazy pages).
+    #[prost(bool, tag = "6")]
+    pub post_copy: bool,
+    /// Why not, when it cannot.
+    #[prost(string, tag = "7")]
+    pub post_copy_why: String,
 }
 
 /// A refusal, with the reason a user can act on.
@@ -268,6 +274,8 @@ mod tests {
             criu_version: "4.1.1".into(),
             kernel: "6.18".into(),
             hostname: "a".into(),
+            post_copy: true,
+            post_copy_why: String::new(),
         }));
         let bytes = hello.encode_checked().unwrap();
         assert_eq!(

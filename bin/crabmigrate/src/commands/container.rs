@@ -7,8 +7,8 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context};
 use crabmigrate_runtime::container::{self, CreateOptions};
-use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::cli::{CreateArgs, DeleteArgs, Global, IdArgs, KillArgs, ListArgs, PsArgs, RunArgs};
@@ -63,16 +63,43 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-/// Waits for `pid` and turns its end into an exit code (128+signal).
+/// Signals a foreground `run` passes on to the container's process, as
+/// runc does, instead of dying of them and leaving the container behind.
+const FORWARDED: &[Signal] = &[
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Waits for `pid` (our child) and turns its end into an exit code
+/// (128+signal). Meanwhile the signals in [`FORWARDED`] are sent on to it.
 pub fn wait_for(pid: u32) -> anyhow::Result<ExitCode> {
+    let target = Pid::from_raw(pid as i32);
+    // Blocked, the forwarded signals and SIGCHLD (the child's end) queue up
+    // for sigwait; the check below catches an end that came before.
+    let mut signals = SigSet::empty();
+    for &signal in FORWARDED {
+        signals.add(signal);
+    }
+    signals.add(Signal::SIGCHLD);
+    signals
+        .thread_block()
+        .context("cannot block the signals to forward")?;
     loop {
-        match waitpid(Pid::from_raw(pid as i32), None) {
+        match waitpid(target, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(ExitCode::from(code as u8)),
             Ok(WaitStatus::Signaled(_, signal, _)) => {
                 return Ok(ExitCode::from(128u8.wrapping_add(signal as u8)))
             }
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e).with_context(|| format!("cannot wait for process {pid}")),
+        }
+        let signal = signals.wait().context("cannot wait for signals")?;
+        if signal != Signal::SIGCHLD {
+            let _ = nix::sys::signal::kill(target, signal);
         }
     }
 }

@@ -60,6 +60,8 @@ pub fn migrate(global: &Global, args: &MigrateArgs) -> anyhow::Result<ExitCode> 
         strategy: match args.strategy {
             StrategyArg::Auto => Strategy::Auto,
             StrategyArg::StopCopy => Strategy::StopCopy,
+            StrategyArg::PostCopy => Strategy::PostCopy,
+            StrategyArg::PreCopy => Strategy::PreCopy,
         },
         tcp_established: args.tcp_established,
         work_dir: args.work_dir.clone(),
@@ -70,7 +72,7 @@ pub fn migrate(global: &Global, args: &MigrateArgs) -> anyhow::Result<ExitCode> 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
+        let mut line = format!(
             "migrated process {pid} to {} (pid {} there) with {} ({}): downtime {:.1} ms, total {:.1} ms, {} MiB of pages and {} KiB of other images sent",
             args.to,
             report.destination_pid,
@@ -81,6 +83,12 @@ pub fn migrate(global: &Global, args: &MigrateArgs) -> anyhow::Result<ExitCode> 
             report.page_bytes >> 20,
             report.image_bytes >> 10
         );
+        if let Some(ms) = report.dependent_ms {
+            line.push_str(&format!(
+                "; the last page arrived {ms:.1} ms after the destination started"
+            ));
+        }
+        println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }
