@@ -3,6 +3,7 @@
 use std::ffi::CString;
 use std::io::{BufReader, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -133,6 +134,12 @@ pub fn create(
     let fifo_path = dir.join("exec.fifo");
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o600))
         .map_err(|e| CreateError::Sys("create exec.fifo", e))?;
+    // The init opens it for writing after taking process.user's uid (through
+    // its O_PATH descriptor, so the 0700 state directory is no obstacle):
+    // others may write, as with runc's 0622 (chmod, unlike mkfifo, ignores
+    // the umask).
+    std::fs::set_permissions(&fifo_path, std::fs::Permissions::from_mode(0o622))
+        .map_err(|e| CreateError::Io("make exec.fifo writable for process.user", e))?;
     let fifo = open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| CreateError::Sys("open exec.fifo", e))?;
     let console = match (terminal, &options.console_socket) {

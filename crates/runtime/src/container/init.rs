@@ -27,6 +27,7 @@
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
@@ -180,9 +181,13 @@ fn enter_namespaces(config: &InitConfig) -> Result<(), InitError> {
 /// The init: file system, identity, then wait for start and exec.
 fn init(config: InitConfig, sock: UnixStream) -> ! {
     let result = prepare(&config, &sock).and_then(|()| {
+        // Find the program now, so that a missing one fails `create` with a
+        // message (as runc does) rather than the init exiting silently
+        // after `start`.
+        let program = find_program(&config)?;
         send(&sock, "ready");
         wait_for_start(&config)?;
-        exec(&config)
+        exec(&config, &program)
     });
     match result {
         Ok(never) => match never {},
@@ -386,9 +391,10 @@ fn wait_for_start(config: &InitConfig) -> Result<(), InitError> {
     Ok(())
 }
 
-/// Replaces this process with the user process, searching the container's
-/// PATH (not ours) for a bare command name.
-fn exec(config: &InitConfig) -> Result<std::convert::Infallible, InitError> {
+/// The user program, which must be an executable file: `process.args[0]`
+/// when it holds a '/', else the first such file of that name in the
+/// container's PATH (not ours).
+fn find_program(config: &InitConfig) -> Result<CString, InitError> {
     let Some(program) = config.args.first() else {
         return Err(InitError::Exec(String::new(), nix::Error::EINVAL));
     };
@@ -409,10 +415,23 @@ fn exec(config: &InitConfig) -> Result<std::convert::Infallible, InitError> {
     };
     let mut last = nix::Error::ENOENT;
     for candidate in candidates {
-        match nix::unistd::execve(&candidate, &config.args, &config.env) {
-            Ok(never) => match never {},
+        let is_file = std::fs::metadata(std::ffi::OsStr::from_bytes(candidate.as_bytes()))
+            .is_ok_and(|m| m.is_file());
+        match nix::unistd::access(candidate.as_c_str(), nix::unistd::AccessFlags::X_OK) {
+            Ok(()) if is_file => return Ok(candidate),
+            Ok(()) => last = nix::Error::EACCES,
+            Err(nix::Error::ENOENT | nix::Error::ENOTDIR) => {}
             Err(e) => last = e,
         }
     }
     Err(InitError::Exec(name, last))
+}
+
+/// Replaces this process with the user process `program` (from
+/// [`find_program`]).
+fn exec(config: &InitConfig, program: &CString) -> Result<std::convert::Infallible, InitError> {
+    match nix::unistd::execve(program, &config.args, &config.env) {
+        Ok(never) => match never {},
+        Err(e) => Err(InitError::Exec(program.to_string_lossy().into_owned(), e)),
+    }
 }

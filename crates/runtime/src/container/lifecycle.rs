@@ -16,6 +16,8 @@ use crate::state::{State, StateRoot, Status};
 /// Why a lifecycle operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
+    #[error("invalid container ID")]
+    Id(#[source] crate::spec::SpecError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
     #[error("container {id} is {status}; {action} needs it {wanted}")]
@@ -48,8 +50,10 @@ fn wrong(state: &State, action: &'static str, wanted: &'static str) -> Lifecycle
     }
 }
 
-/// Loads `id` with its status brought up to date.
+/// Loads `id` with its status brought up to date. The ID is checked first,
+/// so that "../other-root/ID" cannot reach outside the state root.
 pub(crate) fn load(root: &StateRoot, id: &str) -> Result<State, LifecycleError> {
+    crate::spec::validate_id(id).map_err(LifecycleError::Id)?;
     let mut state = root.load(id)?;
     state.refresh();
     Ok(state)
@@ -70,7 +74,11 @@ pub fn start(root: &StateRoot, id: &str) -> Result<State, LifecycleError> {
     let _ = std::fs::remove_file(&fifo);
     state.status = Status::Running;
     root.save(&state)?;
-    run_hooks(&state, "poststart")?;
+    // Poststart failures are logged, not fatal (OCI runtime spec): the
+    // process runs either way.
+    if let Err(e) = run_hooks(&state, "poststart") {
+        tracing::warn!(id, error = %e, "poststart hook failed");
+    }
     Ok(state)
 }
 
@@ -133,6 +141,12 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleEr
             .remove()
             .map_err(|e| LifecycleError::Cgroup(id.to_owned(), e))?;
     }
+    // The processes are gone: poststop hooks see a stopped container (as
+    // with runc), not the status recorded before the kill.
+    let state = State {
+        status: Status::Stopped,
+        ..state
+    };
     // Poststop failures are logged, not fatal (OCI runtime spec).
     if let Err(e) = run_hooks(&state, "poststop") {
         tracing::warn!(id, error = %e, "poststop hook failed");
