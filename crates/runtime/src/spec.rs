@@ -193,6 +193,16 @@ impl Bundle {
         hooks(&self.spec)
     }
 
+    /// The spec's annotations, sorted.
+    pub fn annotations(&self) -> std::collections::BTreeMap<String, String> {
+        self.spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
+    }
+
     /// See [`cgroup_path`].
     pub fn cgroup_path(&self, id: &str) -> Result<String, SpecError> {
         cgroup_path(&self.spec, id)

@@ -259,6 +259,32 @@ impl StateRoot {
 }
 
 impl State {
+    /// The state of container `id` from `bundle` whose init is `pid`, with
+    /// its start time read now and the given namespace paths.
+    pub fn for_bundle(
+        bundle: &crate::spec::Bundle,
+        id: &str,
+        status: Status,
+        pid: u32,
+        cgroup: Cgroup,
+        namespaces: BTreeMap<String, PathBuf>,
+    ) -> Self {
+        Self {
+            oci_version: bundle.spec.version().clone(),
+            id: id.to_owned(),
+            status,
+            pid,
+            pid_start_time: process_start(pid).map(|(t, _)| t).unwrap_or(0),
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            created: now(),
+            cgroup: Some(cgroup),
+            namespaces,
+            annotations: bundle.annotations(),
+            checkpoint: None,
+        }
+    }
+
     /// Whether the recorded init still runs: the pid exists, is not a
     /// zombie, and started at the recorded time.
     pub fn init_alive(&self) -> bool {

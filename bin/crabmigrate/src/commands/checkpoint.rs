@@ -53,33 +53,12 @@ pub fn run(global: &Global, args: &CheckpointArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let d = &args.dump;
-    let pid = d.pid.context("give a container ID or --pid")?;
-    require_process(pid)?;
-    // Checked before any directory is created, so a typo leaves nothing behind.
-    let page_server = d
-        .page_server
-        .as_deref()
-        .map(common::host_port)
-        .transpose()?;
-    let criu = super::criu(global)?;
-    let images = common::open_dir(&d.images_dir, "images directory", true)?;
-    let work = d
-        .work_dir
-        .as_deref()
-        .map(|w| common::open_dir(w, "work directory", true))
-        .transpose()?;
-    let mut request = DumpRequest::new(pid, images.as_fd());
-    request.common.work_dir = work.as_ref().map(AsFd::as_fd);
-    request.common.log_level = common::log_level(d.criu_log_level);
-    request.options = dump_options(d)?;
+    let target = Target::prepare(global, d)?;
+    let pid = target.pid;
+    let mut request = DumpRequest::new(pid, target.images.as_fd());
+    request.common = target.common(d);
+    request.options = target.options(d)?;
     request.options.leave_running = args.leave_running;
-    request.options.page_server =
-        page_server
-            .as_ref()
-            .map(|(address, port)| PageServerTarget::Address {
-                address,
-                port: *port,
-            });
     let mut announcer = LazyAnnouncer {
         port: args.port.unwrap_or(0),
         quiet: d.json,
@@ -90,7 +69,7 @@ pub fn run(global: &Global, args: &CheckpointArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let outcome = criu.dump(&request, notify)?;
+    let outcome = target.criu.dump(&request, notify)?;
     let report = Report {
         id: None,
         pid,
@@ -117,33 +96,12 @@ pub fn run_pre_dump(global: &Global, args: &PreDumpArgs) -> anyhow::Result<ExitC
         };
         return run_container(global, id, d, &checkpoint);
     }
-    let pid = d.pid.context("give a container ID or --pid")?;
-    require_process(pid)?;
-    // Checked before any directory is created, so a typo leaves nothing behind.
-    let page_server = d
-        .page_server
-        .as_deref()
-        .map(common::host_port)
-        .transpose()?;
-    let criu = super::criu(global)?;
-    let images = common::open_dir(&d.images_dir, "images directory", true)?;
-    let work = d
-        .work_dir
-        .as_deref()
-        .map(|w| common::open_dir(w, "work directory", true))
-        .transpose()?;
-    let mut request = PreDumpRequest::new(pid, images.as_fd());
-    request.common.work_dir = work.as_ref().map(AsFd::as_fd);
-    request.common.log_level = common::log_level(d.criu_log_level);
-    request.options = dump_options(d)?;
-    request.options.page_server =
-        page_server
-            .as_ref()
-            .map(|(address, port)| PageServerTarget::Address {
-                address,
-                port: *port,
-            });
-    let stats = criu.single_pre_dump(&request)?;
+    let target = Target::prepare(global, d)?;
+    let pid = target.pid;
+    let mut request = PreDumpRequest::new(pid, target.images.as_fd());
+    request.common = target.common(d);
+    request.options = target.options(d)?;
+    let stats = target.criu.single_pre_dump(&request)?;
     let report = Report {
         id: None,
         pid,
@@ -219,6 +177,64 @@ fn run_container(
     };
     print_report(d.json, verb, &report)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `checkpoint --pid` and `pre-dump --pid` share: the checked pid and
+/// page-server address, CRIU, and the open directories.
+struct Target {
+    pid: u32,
+    criu: criu_rpc::Criu,
+    page_server: Option<(String, u16)>,
+    images: std::fs::File,
+    work: Option<std::fs::File>,
+}
+
+impl Target {
+    fn prepare(global: &Global, d: &DumpArgs) -> anyhow::Result<Self> {
+        let pid = d.pid.context("give a container ID or --pid")?;
+        require_process(pid)?;
+        // Checked before any directory is created, so a typo leaves
+        // nothing behind.
+        let page_server = d
+            .page_server
+            .as_deref()
+            .map(common::host_port)
+            .transpose()?;
+        let criu = super::criu(global)?;
+        let images = common::open_dir(&d.images_dir, "images directory", true)?;
+        let work = d
+            .work_dir
+            .as_deref()
+            .map(|w| common::open_dir(w, "work directory", true))
+            .transpose()?;
+        Ok(Self {
+            pid,
+            criu,
+            page_server,
+            images,
+            work,
+        })
+    }
+
+    fn common(&self, d: &DumpArgs) -> criu_rpc::Common<'_> {
+        criu_rpc::Common {
+            work_dir: self.work.as_ref().map(AsFd::as_fd),
+            log_level: common::log_level(d.criu_log_level),
+            ..Default::default()
+        }
+    }
+
+    fn options(&self, d: &DumpArgs) -> anyhow::Result<DumpOptions<'_>> {
+        let mut options = dump_options(d)?;
+        options.page_server =
+            self.page_server
+                .as_ref()
+                .map(|(address, port)| PageServerTarget::Address {
+                    address,
+                    port: *port,
+                });
+        Ok(options)
+    }
 }
 
 /// The options both commands share.

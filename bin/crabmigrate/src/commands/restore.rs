@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use criu_rpc::{External, InheritFd, RestoreRequest, RestoreStats};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::Pid;
 use serde::Serialize;
 
 use super::common;
@@ -82,25 +80,27 @@ pub fn run(global: &Global, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        let mut line = format!(
-            "restored {} as pid {}",
-            args.images_dir.display(),
-            outcome.pid
-        );
-        if let Some(s) = &report.stats {
-            line.push_str(&format!(
-                ": {} pages, restore {} (forking {})",
-                s.pages_restored,
-                common::ms(s.restore_time_us),
-                common::ms(s.forking_time_us)
-            ));
-        }
-        println!("{line}");
+        let what = args.images_dir.display().to_string();
+        println!("{}", summary(&what, outcome.pid, report.stats.as_ref()));
     }
     if args.detach {
         return Ok(ExitCode::SUCCESS);
     }
-    wait_for(outcome.pid)
+    super::container::wait_for(outcome.pid as u32)
+}
+
+/// "restored WHAT as pid N: P pages, restore X ms (forking Y ms)".
+fn summary(what: &str, pid: impl std::fmt::Display, stats: Option<&RestoreStats>) -> String {
+    let mut line = format!("restored {what} as pid {pid}");
+    if let Some(s) = stats {
+        line.push_str(&format!(
+            ": {} pages, restore {} (forking {})",
+            s.pages_restored,
+            common::ms(s.restore_time_us),
+            common::ms(s.forking_time_us)
+        ));
+    }
+    line
 }
 
 /// How long a restore waits for exited processes that still hold the
@@ -146,23 +146,6 @@ fn process_state(pid: u32) -> Option<char> {
     // The state follows the command, which is in parentheses.
     let after = &stat[stat.rfind(')')? + 1..];
     after.trim_start().chars().next()
-}
-
-/// Waits for the restored root (our child thanks to rst_sibling) and passes
-/// its exit status on, as runc does without --detach.
-fn wait_for(pid: i32) -> anyhow::Result<ExitCode> {
-    loop {
-        match waitpid(Pid::from_raw(pid), None) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitCode::from(code as u8)),
-            Ok(WaitStatus::Signaled(_, signal, _)) => {
-                return Ok(ExitCode::from(128u8.wrapping_add(signal as u8)))
-            }
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot wait for restored process {pid}"))
-            }
-        }
-    }
 }
 
 /// `fd[N]:KEY` -> one of our open descriptors and the image key.
@@ -235,16 +218,10 @@ fn run_container(global: &Global, id: &str, args: &RestoreArgs) -> anyhow::Resul
             }))?
         );
     } else {
-        let mut line = format!("restored container {id} as pid {pid}");
-        if let Some(s) = &restored.stats {
-            line.push_str(&format!(
-                ": {} pages, restore {} (forking {})",
-                s.pages_restored,
-                common::ms(s.restore_time_us),
-                common::ms(s.forking_time_us)
-            ));
-        }
-        println!("{line}");
+        println!(
+            "{}",
+            summary(&format!("container {id}"), pid, restored.stats.as_ref())
+        );
     }
     if args.detach {
         return Ok(ExitCode::SUCCESS);

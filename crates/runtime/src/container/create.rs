@@ -17,7 +17,7 @@ use super::init::{self, InitConfig, Message};
 use super::rootfs::MountKind;
 use crate::cgroups::{Cgroup, Resources};
 use crate::spec::{self, Bundle};
-use crate::state::{process_start, State, StateRoot, Status};
+use crate::state::{State, StateRoot, Status};
 
 /// What `create` needs besides the bundle.
 #[derive(Debug, Clone, Default)]
@@ -187,20 +187,14 @@ pub fn create(
     result?;
     let pid = init_pid.ok_or(CreateError::InitVanished)? as u32;
 
-    let state = State {
-        oci_version: bundle.spec.version().clone(),
-        id: id.to_owned(),
-        status: Status::Created,
+    let state = State::for_bundle(
+        &bundle,
+        id,
+        Status::Created,
         pid,
-        pid_start_time: process_start(pid).map(|(t, _)| t).unwrap_or(0),
-        bundle: bundle.dir.clone(),
-        rootfs: bundle.rootfs.clone(),
-        created: crate::state::now(),
-        cgroup: Some(cgroup),
-        namespaces: namespace_paths(&bundle.spec, pid),
-        annotations: annotations(&bundle.spec),
-        checkpoint: None,
-    };
+        cgroup,
+        namespace_paths(&bundle.spec, pid),
+    );
     root.save(&state)?;
     if let Some(path) = &options.pid_file {
         write_pid_file(path, pid)?;
@@ -229,7 +223,7 @@ fn run_create_hooks(bundle: &Bundle, id: &str, pid: u32) -> Result<(), CreateErr
     if set.prestart.is_empty() && set.create_runtime.is_empty() {
         return Ok(());
     }
-    let annotations = annotations(&bundle.spec);
+    let annotations = bundle.annotations();
     let state = HookState {
         oci_version: bundle.spec.version(),
         id,
@@ -243,18 +237,12 @@ fn run_create_hooks(bundle: &Bundle, id: &str, pid: u32) -> Result<(), CreateErr
     Ok(())
 }
 
-/// The spec's annotations, sorted.
-pub(crate) fn annotations(spec: &Spec) -> std::collections::BTreeMap<String, String> {
-    spec.annotations()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect()
-}
-
 /// `/proc/PID/ns/KIND` for created namespaces, the spec's path for joined
 /// ones.
-fn namespace_paths(spec: &Spec, pid: u32) -> std::collections::BTreeMap<String, PathBuf> {
+pub(crate) fn namespace_paths(
+    spec: &Spec,
+    pid: u32,
+) -> std::collections::BTreeMap<String, PathBuf> {
     let mut out = std::collections::BTreeMap::new();
     if let Ok(ns) = spec::namespaces(spec) {
         for kind in ns.create {

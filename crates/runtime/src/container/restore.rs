@@ -36,7 +36,7 @@ use super::hooks::{self, HookState};
 use super::rootfs::{secure_join, MountKind, DEFAULT_DEVICES};
 use crate::cgroups::Cgroup;
 use crate::spec::{self, Bundle};
-use crate::state::{process_start, State, StateRoot, Status};
+use crate::state::{State, StateRoot, Status};
 
 /// How to restore a container.
 #[derive(Debug, Default)]
@@ -244,34 +244,15 @@ pub fn restore(
     }
 
     let pid = outcome.pid as u32;
-    let state = State {
-        oci_version: bundle.spec.version().clone(),
-        id: id.to_owned(),
-        status: Status::Running,
+    let mut state = State::for_bundle(
+        &bundle,
+        id,
+        Status::Running,
         pid,
-        pid_start_time: process_start(pid).map(|(t, _)| t).unwrap_or(0),
-        bundle: bundle.dir.clone(),
-        rootfs: bundle.rootfs.clone(),
-        created: crate::state::now(),
-        cgroup: Some(cgroup),
-        namespaces: ns
-            .create
-            .iter()
-            .map(|k| {
-                (
-                    k.proc_name().to_owned(),
-                    PathBuf::from(format!("/proc/{pid}/ns/{}", k.proc_name())),
-                )
-            })
-            .chain(
-                ns.join
-                    .iter()
-                    .map(|(k, p)| (k.proc_name().to_owned(), p.clone())),
-            )
-            .collect(),
-        annotations: super::create::annotations(&bundle.spec),
-        checkpoint: Some(opts.images_dir.clone()),
-    };
+        cgroup,
+        super::create::namespace_paths(&bundle.spec, pid),
+    );
+    state.checkpoint = Some(opts.images_dir.clone());
     root.save(&state)?;
     if let Some(path) = &opts.pid_file {
         let tmp = path.with_extension("tmp");
@@ -497,7 +478,7 @@ struct RestoreNotify<'a> {
 impl Notify for RestoreNotify<'_> {
     fn setup_namespaces(&mut self, pid: i32) -> NotifyResult {
         let set = self.bundle.hooks();
-        let annotations = super::create::annotations(&self.bundle.spec);
+        let annotations = self.bundle.annotations();
         let state = HookState {
             oci_version: self.bundle.spec.version(),
             id: self.id,
