@@ -24,6 +24,8 @@ mod containers;
 mod images;
 /// Lazy pages (post-copy): a lazy dump served to `criu lazy-pages`.
 mod lazy_pages;
+/// Live migration between two namespace hosts: stop-copy, refusals and faults.
+mod migration;
 /// Network namespaces as test "hosts".
 mod netns;
 /// A dump streamed to a page server in another network namespace.

@@ -43,6 +43,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum ChannelError {
     #[error("the peer could not be authenticated: it holds another key or does not speak the crabmigrate protocol")]
     Authentication,
+    #[error("the agent hung up during the handshake: it holds another key or does not speak the crabmigrate protocol; use the same key file on both hosts")]
+    Rejected,
     #[error("the peer did not complete the handshake within {0:?}")]
     HandshakeTimeout(Duration),
     #[error("the connection was closed by the peer")]
@@ -138,13 +140,22 @@ impl<W: AsyncWrite + Unpin> SecureSender<W> {
         write_frame(&mut self.stream, frame).await
     }
 
-    /// Sends raw bytes, in frames.
+    /// Sends raw bytes, in frames (never an empty one: see
+    /// [`SecureSender::send_end`]).
     pub async fn send_bytes(&mut self, data: &[u8]) -> Result<(), ChannelError> {
         for chunk in data.chunks(MAX_PLAINTEXT) {
             let frame = self.cipher.seal(chunk)?;
             write_frame(&mut self.stream, frame).await?;
         }
         Ok(())
+    }
+
+    /// Marks the orderly end of a byte stream: an authenticated empty
+    /// frame. A peer that reads end of stream without it knows the stream
+    /// broke (a crash and a finished stream look alike in TCP).
+    pub async fn send_end(&mut self) -> Result<(), ChannelError> {
+        let frame = self.cipher.seal(&[])?;
+        write_frame(&mut self.stream, frame).await
     }
 
     /// Shuts the sending side down: the peer reads end of stream.
@@ -161,6 +172,7 @@ impl<R: AsyncRead + Unpin> SecureReceiver<R> {
     }
 
     /// Receives one frame of raw bytes; [`ChannelError::Closed`] at the end.
+    /// An empty frame is the sender's [`SecureSender::send_end`].
     pub async fn recv_bytes(&mut self) -> Result<Vec<u8>, ChannelError> {
         self.cipher.open(&mut self.stream).await
     }
@@ -210,7 +222,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
                     .map_err(ChannelError::Noise)?;
                 write_frame(&mut stream, &frame[..n]).await?;
             } else {
-                let len = read_frame(&mut stream, &mut frame).await?;
+                // A responder that cannot decrypt our first message hangs
+                // up: that is how a wrong key shows on this side.
+                let len = read_frame(&mut stream, &mut frame)
+                    .await
+                    .map_err(|e| match e {
+                        ChannelError::Closed if initiator => ChannelError::Rejected,
+                        ChannelError::Io(err)
+                            if initiator && err.kind() == std::io::ErrorKind::ConnectionReset =>
+                        {
+                            ChannelError::Rejected
+                        }
+                        other => other,
+                    })?;
                 let n = hs
                     .read_message(&frame[..len], &mut payload)
                     .map_err(|_| ChannelError::Authentication)?;
@@ -380,7 +404,7 @@ mod tests {
             "{refused:?}"
         );
         // The client learns it when the responder hangs up.
-        assert!(client.is_err());
+        assert!(matches!(client, Err(ChannelError::Rejected)), "{client:?}");
     }
 
     #[tokio::test]

@@ -23,6 +23,8 @@ impl std::fmt::Debug for Key {
 pub enum KeyError {
     #[error("cannot read the key file {0}")]
     Read(PathBuf, #[source] std::io::Error),
+    #[error("the key file {0} does not exist; make one with `crabmigrate keygen --out {0}` and copy it to both hosts")]
+    Missing(PathBuf),
     #[error("cannot write the key file {0}")]
     Write(PathBuf, #[source] std::io::Error),
     #[error("the key file {0} already exists; remove it or pick another path")]
@@ -66,7 +68,10 @@ impl Key {
     /// Reads the key at `path`, refusing a file others can read (as ssh
     /// does with private keys).
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let meta = std::fs::metadata(path).map_err(|e| KeyError::Read(path.to_path_buf(), e))?;
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => KeyError::Missing(path.to_path_buf()),
+            _ => KeyError::Read(path.to_path_buf(), e),
+        })?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyError::Permissions {
@@ -114,6 +119,10 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = Key::load(&path).unwrap_err();
         assert!(err.to_string().contains("chmod 600"), "{err}");
+
+        let missing = Key::load(&dir.path().join("missing")).unwrap_err();
+        assert!(matches!(missing, KeyError::Missing(_)), "{missing:?}");
+        assert!(missing.to_string().contains("keygen"), "{missing}");
 
         let bad = dir.path().join("bad");
         std::fs::write(&bad, "abc").unwrap();

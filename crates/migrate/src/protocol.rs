@@ -16,7 +16,10 @@
 use prost::Message as _;
 
 /// The protocol version both peers must speak.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: a carried byte stream (CRIU's page traffic) ends with an empty frame;
+/// a version-1 peer never sends it, so its every stream would look broken.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The largest encoded message (one Noise transport message minus its tag).
 pub const MAX_MESSAGE: usize = crate::channel::MAX_PLAINTEXT;
 /// The largest piece of a file in one [`FileChunk`], leaving room for the

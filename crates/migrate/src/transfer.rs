@@ -120,50 +120,136 @@ pub struct Pumped {
 
 /// Carries a local TCP connection (CRIU's page-server traffic) over the
 /// channel, both ways, until both sides have finished.
-pub async fn pump<S>(local: TcpStream, channel: SecureChannel<S>) -> Result<Pumped, TransferError>
+///
+/// Each direction ends in order only with the sender's end marker
+/// ([`SecureSender::send_end`]). A channel that breaks instead (closed
+/// without the marker, reset, an altered frame) resets the local
+/// connection: CRIU's lazy page server takes a plain end of stream for "all
+/// pages served" and would let the source die, while a reset makes it fail
+/// and resume the source.
+pub async fn pump<S>(
+    mut local: TcpStream,
+    channel: SecureChannel<S>,
+) -> Result<Pumped, TransferError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // CRIU's page-server protocol is many small writes: never let Nagle's
     // algorithm hold them back.
     let _ = local.set_nodelay(true);
-    let (mut local_rx, mut local_tx) = local.into_split();
     let (mut tx, mut rx) = channel.split();
-    let outgoing = async move {
-        let mut buf = vec![0u8; crate::channel::MAX_PLAINTEXT];
-        let mut total = 0u64;
-        loop {
-            let n = local_rx
-                .read(&mut buf)
-                .await
-                .map_err(TransferError::Local)?;
-            if n == 0 {
-                tx.shutdown().await?;
-                return Ok::<u64, TransferError>(total);
-            }
-            tx.send_bytes(&buf[..n]).await?;
-            total += n as u64;
-        }
-    };
-    let incoming = async move {
-        let mut total = 0u64;
-        loop {
-            match rx.recv_bytes().await {
-                Ok(bytes) => {
-                    local_tx
-                        .write_all(&bytes)
-                        .await
-                        .map_err(TransferError::Local)?;
-                    total += bytes.len() as u64;
+    let carried = {
+        let (mut local_rx, mut local_tx) = local.split();
+        let outgoing = async {
+            let mut buf = vec![0u8; crate::channel::MAX_PLAINTEXT];
+            let mut total = 0u64;
+            loop {
+                let n = local_rx
+                    .read(&mut buf)
+                    .await
+                    .map_err(TransferError::Local)?;
+                if n == 0 {
+                    tx.send_end().await?;
+                    tx.shutdown().await?;
+                    return Ok::<u64, TransferError>(total);
                 }
-                Err(ChannelError::Closed) => {
+                tx.send_bytes(&buf[..n]).await?;
+                total += n as u64;
+            }
+        };
+        let incoming = async {
+            let mut total = 0u64;
+            loop {
+                let bytes = rx.recv_bytes().await?;
+                if bytes.is_empty() {
                     let _ = local_tx.shutdown().await;
                     return Ok::<u64, TransferError>(total);
                 }
-                Err(e) => return Err(e.into()),
+                local_tx
+                    .write_all(&bytes)
+                    .await
+                    .map_err(TransferError::Local)?;
+                total += bytes.len() as u64;
             }
-        }
+        };
+        tokio::try_join!(outgoing, incoming)
     };
-    let (out, back) = tokio::try_join!(outgoing, incoming)?;
-    Ok(Pumped { out, back })
+    match carried {
+        Ok((out, back)) => Ok(Pumped { out, back }),
+        Err(e) => {
+            // Dropped with a zero linger: CRIU reads a reset, not an end.
+            let _ = local.set_zero_linger();
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Key;
+
+    /// A connected loopback pair: (CRIU's end, the pump's end).
+    async fn local_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let criu = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (local, _) = listener.accept().await.unwrap();
+        (criu, local)
+    }
+
+    /// A pump between a local connection and a channel; returns CRIU's end
+    /// of the local connection, the far end of the channel and the pump.
+    async fn pumping() -> (
+        TcpStream,
+        SecureChannel<tokio::io::DuplexStream>,
+        tokio::task::JoinHandle<Result<Pumped, TransferError>>,
+    ) {
+        let key = Key::from_hex(&"07".repeat(32)).unwrap();
+        let (criu, local) = local_pair().await;
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let k = key.clone();
+        let pump = tokio::spawn(async move {
+            let channel = SecureChannel::accept(b, &k).await.unwrap();
+            pump(local, channel).await
+        });
+        let far = SecureChannel::connect(a, &key).await.unwrap();
+        (criu, far, pump)
+    }
+
+    #[tokio::test]
+    async fn an_orderly_end_reaches_criu_as_end_of_stream() {
+        let (mut criu, far, pump) = pumping().await;
+        let (mut tx, mut rx) = far.split();
+        tx.send_bytes(b"pages").await.unwrap();
+        tx.send_end().await.unwrap();
+        tx.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        criu.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"pages");
+        criu.write_all(b"answer").await.unwrap();
+        drop(criu);
+        assert_eq!(rx.recv_bytes().await.unwrap(), b"answer");
+        assert!(rx.recv_bytes().await.unwrap().is_empty(), "end marker");
+        let pumped = pump.await.unwrap().unwrap();
+        assert_eq!(pumped, Pumped { out: 6, back: 5 });
+    }
+
+    #[tokio::test]
+    async fn a_broken_channel_reaches_criu_as_a_reset() {
+        let (mut criu, far, pump) = pumping().await;
+        let (mut tx, rx) = far.split();
+        tx.send_bytes(b"pages").await.unwrap();
+        // The peer dies: end of stream without the end marker.
+        drop((tx, rx));
+        assert!(pump.await.unwrap().is_err());
+        let mut got = Vec::new();
+        let read = criu.read_to_end(&mut got).await;
+        assert_eq!(
+            read.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::ConnectionReset),
+            "read {got:?}"
+        );
+    }
 }
