@@ -126,7 +126,7 @@ async fn connection(
     opts: &AgentOptions,
     streams: Streams,
 ) -> Result<(), SessionError> {
-    let _ = socket.set_nodelay(true);
+    transfer::tune(&socket);
     let mut channel = SecureChannel::accept(socket, &opts.key).await?;
     match channel.recv().await? {
         Body::StreamOpen(open) => {
@@ -259,7 +259,7 @@ async fn control(
             return Err(refuse(
                 &mut tx,
                 format!(
-                    "not enough space in {}: {} bytes free, about {} needed",
+                    "not enough space in {}: {} bytes free, about {} needed; free space there or start the agent with another --work-dir",
                     opts.work_dir.display(),
                     free,
                     prepare.bytes_estimate
@@ -474,10 +474,7 @@ async fn control(
                 let _ = lazy.pump.await;
                 if let Err(why) = daemon {
                     tracing::error!(pid = outcome.pid, %why, "page transfer broke; killing the destination copy");
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(outcome.pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    crate::procs::kill_tree(outcome.pid as u32);
                     return Err(SessionError::Refused(format!(
                         "post-copy page transfer failed: {why}"
                     )));

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod channel;
 pub mod key;
 pub mod manifest;
+mod procs;
 pub mod protocol;
 pub mod source;
 pub mod transfer;

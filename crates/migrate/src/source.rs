@@ -174,10 +174,9 @@ pub async fn migrate_process(criu: Criu, req: MigrateRequest) -> Result<Report, 
     if !std::path::Path::new(&format!("/proc/{}", req.pid)).exists() {
         return Err(MigrateError::NoProcess(req.pid));
     }
-    let socket = TcpStream::connect(&req.to)
+    let socket = transfer::connect(&req.to)
         .await
         .map_err(|e| MigrateError::Connect(req.to.clone(), e))?;
-    let _ = socket.set_nodelay(true);
     let (mut tx, mut rx) = SecureChannel::connect(socket, &req.key).await?.split();
     let c = criu.clone();
     let ours = joined(tokio::task::spawn_blocking(move || make_hello("source", &c)).await)?;
@@ -293,10 +292,9 @@ struct Link {
 impl Link {
     /// Opens a data connection of this session for `purpose`.
     async fn data(&self, purpose: &str) -> Result<SecureChannel<TcpStream>, MigrateError> {
-        let socket = TcpStream::connect(&self.to)
+        let socket = transfer::connect(&self.to)
             .await
             .map_err(|e| MigrateError::Connect(self.to.clone(), e))?;
-        let _ = socket.set_nodelay(true);
         let mut data = SecureChannel::connect(socket, &self.key).await?;
         data.send(&Envelope::new(Body::StreamOpen(StreamOpen {
             session: self.session.clone(),
@@ -472,13 +470,19 @@ async fn post_copy(
             let cause = chain(&e);
             link.abort(&cause).await;
             let _ = verdict.send(Err(cause.clone()));
-            let _ = dump.await;
+            // CRIU starts its lazy page server even after a refused
+            // post-dump; make it fail so that it resumes the source.
+            if matches!(tokio::time::timeout(LAZY_STOP_TIMEOUT, serving_rx).await, Ok(Ok(()))) {
+                fail_lazy_server(lazy_port).await;
+            }
+            let _ = tokio::time::timeout(LAZY_STOP_TIMEOUT, dump).await;
             return Err(MigrateError::RolledBack(cause));
         }
     };
     let _ = verdict.send(Ok(()));
     // CRIU now serves the lazy pages on lazy_port; carry them.
     let serving = tokio::time::timeout(ANSWER_TIMEOUT, serving_rx).await;
+    let mut pump = None;
     let carried = async {
         if !matches!(serving, Ok(Ok(()))) {
             return Err(MigrateError::Criu(
@@ -489,34 +493,53 @@ async fn post_copy(
         let criu_conn = TcpStream::connect(("127.0.0.1", lazy_port))
             .await
             .map_err(local("connect to CRIU's lazy page server"))?;
-        let pump = tokio::spawn(transfer::pump(criu_conn, data));
-        let (dest_pid, running_at) = link.commit().await?;
-        Ok::<_, MigrateError>((pump, dest_pid, running_at))
+        pump = Some(tokio::spawn(transfer::pump(criu_conn, data)));
+        link.commit().await
     }
     .await;
-    let (pump, dest_pid, running_at) = match carried {
+    let (dest_pid, running_at) = match carried {
         Ok(x) => x,
         Err(e) => {
             let cause = chain(&e);
             link.abort(&cause).await;
-            // Make CRIU's lazy page server fail, so it resumes the source:
-            // one connection that closes at once.
-            let _ = TcpStream::connect(("127.0.0.1", lazy_port)).await;
-            let _ = dump.await;
+            // CRIU's lazy page server must fail (a plain end of stream
+            // would read as "all pages served" and kill the source): a
+            // pump resets its connection when its stream breaks, which the
+            // abort causes; without a pump, a bad command does it.
+            match pump {
+                Some(pump) => {
+                    let _ = tokio::time::timeout(LAZY_STOP_TIMEOUT, pump).await;
+                }
+                None => fail_lazy_server(lazy_port).await,
+            }
+            let _ = tokio::time::timeout(LAZY_STOP_TIMEOUT, dump).await;
             return Err(MigrateError::RolledBack(cause));
         }
     };
     // The destination runs; pages flow until the last one is fetched.
     let dumped = joined(dump.await)?;
     let last_page_at = Instant::now();
-    let pumped = joined(pump.await)?.unwrap_or_default();
-    if let Err(why) = dumped {
-        // CRIU resumed the source after a broken transfer; the destination
-        // drops its copy when its page daemon fails.
-        return Err(MigrateError::RolledBack(format!(
-            "the page transfer broke after the destination started ({why}); the destination's copy is killed"
-        )));
-    }
+    let pumped = match pump {
+        Some(pump) => joined(pump.await)?,
+        None => Ok(transfer::Pumped::default()),
+    };
+    let pumped = match (dumped, pumped) {
+        (Ok(_), Ok(pumped)) => pumped,
+        (Err(why), _) => {
+            // CRIU resumed the source after a broken transfer; the
+            // destination drops its copy when its page daemon fails.
+            return Err(MigrateError::RolledBack(format!(
+                "the page transfer broke after the destination started ({why}); the destination's copy is killed"
+            )));
+        }
+        (Ok(_), Err(e)) => {
+            return Err(MigrateError::Criu(format!(
+                "CRIU reports every page served but the page stream failed ({}); check the workload on {}",
+                chain(&e),
+                req.to
+            )));
+        }
+    };
     Ok(Report {
         strategy: "post-copy",
         why: String::new(),
@@ -528,6 +551,19 @@ async fn post_copy(
         dependent_ms: Some(last_page_at.duration_since(running_at).as_secs_f64() * 1000.0),
         destination_pid: dest_pid,
     })
+}
+
+/// How long stopping CRIU's lazy page server after a failure may take.
+const LAZY_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Makes CRIU's lazy page server fail, so that CRIU resumes the source: a
+/// connection that sends an invalid command and closes with a reset.
+async fn fail_lazy_server(port: u16) {
+    use tokio::io::AsyncWriteExt;
+    if let Ok(mut socket) = TcpStream::connect(("127.0.0.1", port)).await {
+        let _ = socket.write_all(&[0xff; 24]).await;
+        let _ = socket.set_zero_linger();
+    }
 }
 
 /// A TCP port free right now (CRIU's lazy page server needs a number).
@@ -603,12 +639,20 @@ fn session_name() -> String {
     hex::encode(bytes)
 }
 
-/// Resident memory of the tree's root in bytes (a size estimate).
+/// Resident memory of the whole tree in bytes (a size estimate).
 fn tree_memory(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/statm"))
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
+    crate::procs::tree(pid)
+        .iter()
+        .filter_map(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/statm"))
+                .ok()?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|pages| pages * 4096)
+        .sum()
 }
 
 /// A work directory removed on drop.

@@ -109,6 +109,36 @@ pub async fn recv_dir<R: AsyncRead + Unpin>(
         .map_err(|e| TransferError::Local(std::io::Error::other(e)))??)
 }
 
+/// Prepares a connection between the hosts: no Nagle delay, and a dead
+/// peer or link is noticed within about half a minute (keepalive probes and
+/// a user timeout for unacknowledged data), instead of TCP's many minutes.
+pub fn tune(socket: &TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = socket.set_nodelay(true);
+    let _ = setsockopt(socket, sockopt::KeepAlive, &true);
+    let _ = setsockopt(socket, sockopt::TcpKeepIdle, &5);
+    let _ = setsockopt(socket, sockopt::TcpKeepInterval, &2);
+    let _ = setsockopt(socket, sockopt::TcpKeepCount, &3);
+    let _ = setsockopt(socket, sockopt::TcpUserTimeout, &30_000);
+}
+
+/// How long connecting to the other host may take.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connects to the other host within [`CONNECT_TIMEOUT`], tuned.
+pub async fn connect(to: &str) -> std::io::Result<TcpStream> {
+    let socket = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+            )
+        })??;
+    tune(&socket);
+    Ok(socket)
+}
+
 /// Bytes carried each way by [`pump`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pumped {
