@@ -472,7 +472,10 @@ async fn post_copy(
             let _ = verdict.send(Err(cause.clone()));
             // CRIU starts its lazy page server even after a refused
             // post-dump; make it fail so that it resumes the source.
-            if matches!(tokio::time::timeout(LAZY_STOP_TIMEOUT, serving_rx).await, Ok(Ok(()))) {
+            if matches!(
+                tokio::time::timeout(LAZY_STOP_TIMEOUT, serving_rx).await,
+                Ok(Ok(()))
+            ) {
                 fail_lazy_server(lazy_port).await;
             }
             let _ = tokio::time::timeout(LAZY_STOP_TIMEOUT, dump).await;
