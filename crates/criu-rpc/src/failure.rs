@@ -29,6 +29,9 @@ pub enum KnownFailure {
     NoSuchProcess,
     /// The images directory holds no (or broken) images.
     BadImages,
+    /// CRIU cannot read SO_PASSCRED/SO_PASSSEC of inet sockets (Linux 6.16+
+    /// refuses them; CRIU 4.1 asks for every socket).
+    InetSocketsUnsupported,
 }
 
 impl KnownFailure {
@@ -57,6 +60,9 @@ impl KnownFailure {
             Self::BadImages => {
                 "the images directory holds no complete checkpoint; point --images-dir at a directory written by checkpoint"
             }
+            Self::InetSocketsUnsupported => {
+                "this CRIU cannot checkpoint TCP or UDP sockets on Linux 6.16 or newer (SO_PASSCRED); use a CRIU with the fix (4.2 or newer) or a workload without such sockets"
+            }
         }
     }
 }
@@ -69,7 +75,9 @@ pub(crate) fn classify(
 ) -> Option<KnownFailure> {
     let any = |needle: &str| texts.iter().any(|t| t.contains(needle));
     let both = |a: &str, b: &str| texts.iter().any(|t| t.contains(a) && t.contains(b));
-    if any("Can't lookup mount") {
+    if any("Can't get 1:16 opt") || any("Can't get 1:34 opt") {
+        Some(KnownFailure::InetSocketsUnsupported)
+    } else if any("Can't lookup mount") {
         Some(KnownFailure::MountNotDumped)
     } else if any("Locking network failed") || any("iptables-restore") {
         Some(KnownFailure::NetworkLockFailed)
