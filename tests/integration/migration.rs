@@ -1336,3 +1336,55 @@ fn a_missing_process_or_agent_is_refused() {
         "nothing listens",
     );
 }
+
+#[test]
+fn health_check_decides_the_cut_over() {
+    if testkit::real_criu("health_check_decides_the_cut_over").is_none() {
+        return;
+    }
+    let lab = Lab::new("mhealth");
+    let mut agent = lab.agent(&lab.key, &lab.dir("agent-work"));
+
+    // A failing check: the destination drops its copy, the source resumes.
+    let src = lab.source(16, false);
+    let before = src.outer.wait_tick(2, PATIENCE);
+    let mut run = lab.migrate(
+        src.inner,
+        &lab.agent_addr(),
+        &lab.key,
+        &["--health-cmd", "exit 3"],
+    );
+    let done = finish(&mut run, "failing health check");
+    let line = assert_rolled_back(&done, "failing health check");
+    assert!(line.contains("health check failed"), "{line}");
+    src.assert_still_on_source(&lab.hosts.src, &before, "failing health check");
+    assert!(agent.running(), "the agent died: {}", agent.log());
+    agent.wait_sessions_gone();
+    assert_nothing_on(&lab.hosts.dst, Some(agent.pid()), "failing health check");
+    drop(src);
+    drop(agent);
+
+    // A passing check: the migration commits (a fresh lab: the first
+    // workload's executable copy may still be busy).
+    let lab = Lab::new("mhealthy");
+    let agent = lab.agent(&lab.key, &lab.dir("agent-work"));
+    let mut src = lab.source(16, false);
+    src.outer.wait_tick(2, PATIENCE);
+    let before = src.tick();
+    let mut run = lab.migrate(
+        src.inner,
+        &lab.agent_addr(),
+        &lab.key,
+        &["--health-cmd", "true", "--json"],
+    );
+    let done = finish(&mut run, "passing health check");
+    assert!(
+        done.status.success(),
+        "passing health check: {}\nagent: {}",
+        done.stderr,
+        agent.log()
+    );
+    let report: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    let restored = assert_moved(&lab, &mut src, &report, &before, "passing health check");
+    assert!(restored.alive());
+}

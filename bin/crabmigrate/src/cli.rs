@@ -458,6 +458,14 @@ pub struct MigrateArgs {
     /// Keep established TCP connections
     #[arg(long)]
     pub tcp_established: bool,
+    /// Run this command (sh -c) on the destination once the workload runs
+    /// there; commit only if it succeeds within 10 s, else roll back
+    #[arg(long, value_name = "CMD", conflicts_with = "health_tcp")]
+    pub health_cmd: Option<String>,
+    /// Commit only if this TCP port on the destination's loopback accepts
+    /// within 10 s, else roll back
+    #[arg(long, value_name = "PORT")]
+    pub health_tcp: Option<u16>,
     /// Where the source keeps its images during the migration
     #[arg(
         long,

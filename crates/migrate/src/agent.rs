@@ -455,6 +455,17 @@ async fn control(
     }
     match restored {
         Ok(outcome) => {
+            if let Err(why) = health_check(&prepare).await {
+                // The source is still frozen (stop-copy) or serving pages
+                // (post-copy): drop this copy and let it resume.
+                tracing::warn!(pid = outcome.pid, %why, "health check failed; dropping the restored copy");
+                crate::procs::kill_tree(outcome.pid as u32);
+                return Err(refuse(
+                    &mut tx,
+                    format!("health check failed on the destination: {why}"),
+                )
+                .await);
+            }
             tx.send(&Envelope::new(Body::Committed(Committed {
                 pid: outcome.pid as u32,
             })))
@@ -485,6 +496,57 @@ async fn control(
         }
         Err(why) => Err(refuse(&mut tx, format!("restore failed after commit: {why}")).await),
     }
+}
+
+/// How long a health check may keep failing before the migration is
+/// rolled back.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the source's health check until it passes or [`HEALTH_TIMEOUT`].
+async fn health_check(prepare: &crate::protocol::Prepare) -> Result<(), String> {
+    if prepare.health_cmd.is_empty() && prepare.health_tcp == 0 {
+        return Ok(());
+    }
+    let until = tokio::time::Instant::now() + HEALTH_TIMEOUT;
+    let mut last = String::new();
+    while tokio::time::Instant::now() < until {
+        let passed = if !prepare.health_cmd.is_empty() {
+            let run = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&prepare.health_cmd)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output();
+            match tokio::time::timeout_at(until, run).await {
+                Ok(Ok(out)) if out.status.success() => true,
+                Ok(Ok(out)) => {
+                    last = format!("`{}` {}", prepare.health_cmd, out.status);
+                    false
+                }
+                Ok(Err(e)) => {
+                    last = format!("cannot run `{}`: {e}", prepare.health_cmd);
+                    false
+                }
+                Err(_) => {
+                    last = format!("`{}` did not finish", prepare.health_cmd);
+                    false
+                }
+            }
+        } else {
+            match TcpStream::connect(("127.0.0.1", prepare.health_tcp as u16)).await {
+                Ok(_) => true,
+                Err(e) => {
+                    last = format!("port {} does not accept: {e}", prepare.health_tcp);
+                    false
+                }
+            }
+        };
+        if passed {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("{last} (for {} s)", HEALTH_TIMEOUT.as_secs()))
 }
 
 /// A running `criu lazy-pages` and the pump carrying its page requests.

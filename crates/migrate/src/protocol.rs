@@ -201,6 +201,14 @@ pub struct Prepare {
     /// An upper bound of what will be sent, for the space check.
     #[prost(uint64, tag = "8")]
     pub bytes_estimate: u64,
+    /// A command the destination runs (`sh -c`) once the workload runs
+    /// there; the migration commits only if it succeeds.
+    #[prost(string, tag = "9")]
+    pub health_cmd: String,
+    /// A TCP port on the destination's loopback that must accept a
+    /// connection once the workload runs there (0: none).
+    #[prost(uint32, tag = "10")]
+    pub health_tcp: u32,
 }
 
 /// The first message on a data connection: which session's stream it is.

@@ -81,6 +81,22 @@ pub struct MigrateRequest {
     pub tcp_established: bool,
     /// Where the source writes its images (a fresh directory is made in it).
     pub work_dir: PathBuf,
+    /// Checked on the destination before the migration commits.
+    pub health: Health,
+}
+
+/// A health check the destination runs once the workload runs there; if it
+/// fails within its time, the destination drops its copy and the source
+/// resumes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Health {
+    /// No check.
+    #[default]
+    None,
+    /// A command run with `sh -c` on the destination; it must exit 0.
+    Command(String),
+    /// A TCP port on the destination's loopback that must accept.
+    Tcp(u16),
 }
 
 /// What happened, for the user.
@@ -201,6 +217,14 @@ pub async fn migrate_process(criu: Criu, req: MigrateRequest) -> Result<Report, 
         bundle_path: String::new(),
         tcp_established: req.tcp_established,
         bytes_estimate: estimate,
+        health_cmd: match &req.health {
+            Health::Command(cmd) => cmd.clone(),
+            _ => String::new(),
+        },
+        health_tcp: match req.health {
+            Health::Tcp(port) => u32::from(port),
+            _ => 0,
+        },
     })))
     .await?;
     match next(&mut rx).await? {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use crabmigrate_migrate::agent::{self, AgentOptions};
 use crabmigrate_migrate::key::Key;
-use crabmigrate_migrate::source::{self, MigrateRequest, Strategy};
+use crabmigrate_migrate::source::{self, Health, MigrateRequest, Strategy};
 
 use crate::cli::{AgentArgs, Global, MigrateArgs, StrategyArg};
 
@@ -65,6 +65,11 @@ pub fn migrate(global: &Global, args: &MigrateArgs) -> anyhow::Result<ExitCode> 
         },
         tcp_established: args.tcp_established,
         work_dir: args.work_dir.clone(),
+        health: match (&args.health_cmd, args.health_tcp) {
+            (Some(cmd), _) => Health::Command(cmd.clone()),
+            (None, Some(port)) => Health::Tcp(port),
+            (None, None) => Health::None,
+        },
     };
     let report = runtime()?
         .block_on(source::migrate_process(criu, request))
