@@ -163,23 +163,20 @@ pub fn mount_one(rootfs: &Path, m: &MountEntry, new_netns: bool) -> Result<(), R
     }
     let data = Some(m.options.data.as_str());
     let flags = m.options.flags;
+    // A file system of its own, mounted by type (the source is its name).
+    let fresh = |fstype: &str| {
+        do_mount(
+            m.kind,
+            Some(Path::new(fstype)),
+            &target,
+            Some(fstype),
+            flags,
+            data,
+        )
+    };
     match m.kind {
-        MountKind::Proc => do_mount(
-            m.kind,
-            Some(Path::new("proc")),
-            &target,
-            Some("proc"),
-            flags,
-            data,
-        )?,
-        MountKind::Sysfs if new_netns => do_mount(
-            m.kind,
-            Some(Path::new("sysfs")),
-            &target,
-            Some("sysfs"),
-            flags,
-            data,
-        )?,
+        MountKind::Proc => fresh("proc")?,
+        MountKind::Sysfs if new_netns => fresh("sysfs")?,
         // Without its own network namespace a container may not mount
         // sysfs; it gets the host's, read-only (as runc does).
         MountKind::Sysfs => bind(
@@ -188,30 +185,9 @@ pub fn mount_one(rootfs: &Path, m: &MountEntry, new_netns: bool) -> Result<(), R
             &target,
             flags | MsFlags::MS_RDONLY | MsFlags::MS_REC,
         )?,
-        MountKind::Tmpfs => do_mount(
-            m.kind,
-            Some(Path::new("tmpfs")),
-            &target,
-            Some("tmpfs"),
-            flags,
-            data,
-        )?,
-        MountKind::Devpts => do_mount(
-            m.kind,
-            Some(Path::new("devpts")),
-            &target,
-            Some("devpts"),
-            flags,
-            data,
-        )?,
-        MountKind::Mqueue => do_mount(
-            m.kind,
-            Some(Path::new("mqueue")),
-            &target,
-            Some("mqueue"),
-            flags,
-            data,
-        )?,
+        MountKind::Tmpfs => fresh("tmpfs")?,
+        MountKind::Devpts => fresh("devpts")?,
+        MountKind::Mqueue => fresh("mqueue")?,
         MountKind::Cgroup => do_mount(
             m.kind,
             Some(Path::new("tmpfs")),
