@@ -437,6 +437,15 @@ async fn control(
             return Err(refuse(&mut tx, format!("restore failed on the destination: {why}")).await);
         }
     };
+    // Post-copy: until the last page arrives this copy depends on the
+    // source, which resumes if the transfer breaks. A watchdog outside the
+    // agent kills the copy unless told that every page arrived, so even the
+    // agent dying cannot leave a copy running on zero-filled memory.
+    let mut watchdog = if post_copy {
+        Watchdog::start(pid)
+    } else {
+        None
+    };
     tx.send(&Envelope::new(Body::Restored(Restored {
         pid,
         restore_time_us: 0,
@@ -491,10 +500,59 @@ async fn control(
                     )));
                 }
                 tracing::info!("all pages arrived");
+                if let Some(w) = watchdog.take() {
+                    w.release();
+                }
             }
             Ok(())
         }
         Err(why) => Err(refuse(&mut tx, format!("restore failed after commit: {why}")).await),
+    }
+}
+
+/// A process, independent of the agent, that SIGKILLs a post-copy copy
+/// unless released: `sh` reads one line from a pipe whose writing end only
+/// the agent holds; end of file (the agent gone, or the copy dropped)
+/// without "done" means kill.
+struct Watchdog {
+    child: std::process::Child,
+}
+
+impl Watchdog {
+    fn start(pid: u32) -> Option<Self> {
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"read verdict; [ "$verdict" = done ] || kill -9 "$1""#)
+            .arg("crabmigrate-watchdog")
+            .arg(pid.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => Some(Self { child }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the post-copy watchdog");
+                None
+            }
+        }
+    }
+
+    /// Every page arrived: the copy stands on its own.
+    fn release(mut self) {
+        use std::io::Write;
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"done\n");
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // Not released: closing the pipe makes the watchdog kill the copy.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
     }
 }
 
