@@ -1023,6 +1023,23 @@ fn enable_controllers(dir: &Path, controllers: &[&str]) -> Result<(), CgroupErro
     write_file(&file, &missing.join(" "))
 }
 
+/// The processes in cgroup `path` ("/crabmigrate/ID") on any hierarchy
+/// mounted here; empty if it does not exist. A restore into a cgroup that
+/// holds processes fails, so a migration destination checks this first.
+pub fn members(path: &str) -> Result<Vec<u32>, CgroupError> {
+    let components = validate_path(path)?;
+    let mut pids = Vec::new();
+    for h in hierarchies()? {
+        let dir = components
+            .iter()
+            .fold(h.mount_point.clone(), |d, c| d.join(c));
+        pids.extend(read_pids(&dir)?);
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
+}
+
 /// The pids in `dir`'s `cgroup.procs`; none if the cgroup does not exist.
 /// Zeros (processes outside our pid namespace) are skipped.
 fn read_pids(dir: &Path) -> Result<Vec<u32>, CgroupError> {

@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use criu_rpc::{
-    CgroupMode, Criu, DumpOptions, DumpRequest, DumpStats, External, LogLevel, NetworkLock,
+    CgroupMode, Criu, DumpOptions, DumpRequest, DumpStats, External, LogLevel, NetworkLock, Notify,
     PageServerTarget, PreDumpRequest,
 };
 
@@ -96,12 +96,15 @@ pub enum CheckpointError {
     PreDump(#[from] criu_rpc::PreDumpError),
 }
 
-/// Checkpoints container `id`.
+/// Checkpoints container `id`. `notify`, if given, sees CRIU's dump
+/// notifications; refusing `post-dump` resumes the container (the migration
+/// source holds the frozen container there until the destination runs it).
 pub fn checkpoint(
     criu: &Criu,
     root: &StateRoot,
     id: &str,
     opts: &CheckpointOptions<'_>,
+    notify: Option<&mut dyn Notify>,
 ) -> Result<CheckpointOutcome, CheckpointError> {
     let mut state = load(root, id)?;
     if !matches!(state.status, Status::Running | Status::Paused) {
@@ -181,7 +184,7 @@ pub fn checkpoint(
     request.options = options;
     request.lazy_pages_port = opts.lazy_pages_port;
     request.status_fd = opts.status_fd;
-    let outcome = criu.dump(&request, None)?;
+    let outcome = criu.dump(&request, notify)?;
     if !opts.leave_running {
         state.status = Status::Checkpointed;
         state.checkpoint = Some(opts.images_dir.clone());

@@ -152,8 +152,20 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleEr
         tracing::warn!(id, error = %e, "poststop hook failed");
     }
     root.remove(id)?;
+    // A bundle the runtime made itself (a migration received it) goes with
+    // its container; a user's bundle is never touched.
+    if state.bundle.join(OWNED_BUNDLE_MARKER).is_file() {
+        if let Err(e) = std::fs::remove_dir_all(&state.bundle) {
+            tracing::warn!(id, bundle = %state.bundle.display(), error = %e, "cannot remove the container's bundle");
+        }
+    }
     Ok(())
 }
+
+/// A file in a bundle directory that crabmigrate created (a migration
+/// destination writes it): `delete` removes such a bundle with its
+/// container.
+pub const OWNED_BUNDLE_MARKER: &str = ".crabmigrate-owned-bundle";
 
 fn cgroup_busy(state: &State) -> bool {
     state

@@ -23,5 +23,6 @@ pub use create::{create, CreateError, CreateOptions, Created};
 pub use hooks::HookError;
 pub use lifecycle::{
     delete, kill, oci_state, pause, ps, resume, start, LifecycleError, OciState, ProcessInfo,
+    OWNED_BUNDLE_MARKER,
 };
 pub use restore::{restore, RestoreError, RestoreOptions, Restored};

@@ -102,11 +102,16 @@ pub enum RestoreError {
 }
 
 /// Restores container `id` from `opts.images_dir` with `opts.bundle`.
+/// `observer`, if given, sees CRIU's restore notifications after the
+/// runtime's own handling; refusing `post-restore` kills the restored tree
+/// and undoes the restore (the migration destination holds the container
+/// there until the source commits).
 pub fn restore(
     criu: &Criu,
     root: &StateRoot,
     id: &str,
     opts: &RestoreOptions,
+    observer: Option<&mut dyn Notify>,
 ) -> Result<Restored, RestoreError> {
     spec::validate_id(id).map_err(RestoreError::Id)?;
     if !opts.images_dir.join("inventory.img").is_file() {
@@ -234,6 +239,7 @@ pub fn restore(
         id,
         console,
         pid: None,
+        observer,
     };
     let in_cgroup = criu.clone().with_launcher(Arc::new(CgroupLauncher {
         cgroup: cgroup.clone(),
@@ -468,14 +474,15 @@ impl Launcher for CgroupLauncher {
 }
 
 /// Answers CRIU's notifications during a container restore.
-struct RestoreNotify<'a> {
+struct RestoreNotify<'a, 'o> {
     bundle: &'a Bundle,
     id: &'a str,
     console: Option<UnixStream>,
     pid: Option<i32>,
+    observer: Option<&'o mut dyn Notify>,
 }
 
-impl Notify for RestoreNotify<'_> {
+impl Notify for RestoreNotify<'_, '_> {
     fn setup_namespaces(&mut self, pid: i32) -> NotifyResult {
         let set = self.bundle.hooks();
         let annotations = self.bundle.annotations();
@@ -489,12 +496,34 @@ impl Notify for RestoreNotify<'_> {
         };
         hooks::run("prestart", &set.prestart, &state)?;
         hooks::run("createRuntime", &set.create_runtime, &state)?;
-        Ok(())
+        self.observer
+            .as_mut()
+            .map_or(Ok(()), |o| o.setup_namespaces(pid))
+    }
+
+    fn pre_restore(&mut self) -> NotifyResult {
+        self.observer.as_mut().map_or(Ok(()), |o| o.pre_restore())
+    }
+
+    fn post_setup_namespaces(&mut self) -> NotifyResult {
+        self.observer
+            .as_mut()
+            .map_or(Ok(()), |o| o.post_setup_namespaces())
     }
 
     fn post_restore(&mut self, pid: i32) -> NotifyResult {
         self.pid = Some(pid);
-        Ok(())
+        self.observer
+            .as_mut()
+            .map_or(Ok(()), |o| o.post_restore(pid))
+    }
+
+    fn pre_resume(&mut self) -> NotifyResult {
+        self.observer.as_mut().map_or(Ok(()), |o| o.pre_resume())
+    }
+
+    fn post_resume(&mut self) -> NotifyResult {
+        self.observer.as_mut().map_or(Ok(()), |o| o.post_resume())
     }
 
     fn orphan_pts_master(&mut self, master: OwnedFd) -> NotifyResult {
