@@ -46,19 +46,19 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The counter loop (see the module docs). Writes go through a rename so a
 /// reader never sees a half-written file.
-const COUNTER: &str = "read t < /proc/sys/kernel/random/uuid; i=0; \
+pub(crate) const COUNTER: &str = "read t < /proc/sys/kernel/random/uuid; i=0; \
     while true; do i=$((i+1)); echo \"$t $i\" > /tmp/counter.new; \
     mv /tmp/counter.new /tmp/counter; sleep 0.1; done";
 
 /// One reading of the counter file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Count {
-    token: String,
-    n: u64,
+pub(crate) struct Count {
+    pub(crate) token: String,
+    pub(crate) n: u64,
 }
 
 impl Count {
-    fn read(rootfs: &Path) -> Option<Self> {
+    pub(crate) fn read(rootfs: &Path) -> Option<Self> {
         let text = fs::read_to_string(rootfs.join("tmp/counter")).ok()?;
         let (token, n) = text.trim().split_once(' ')?;
         Some(Self {
@@ -69,20 +69,20 @@ impl Count {
 }
 
 /// Waits until the counter satisfies `ok`.
-fn wait_count(rootfs: &Path, what: &str, ok: impl Fn(&Count) -> bool) -> Count {
+pub(crate) fn wait_count(rootfs: &Path, what: &str, ok: impl Fn(&Count) -> bool) -> Count {
     wait_until(PATIENCE, || Count::read(rootfs).filter(&ok))
         .unwrap_or_else(|| panic!("the counter never {what}; last: {:?}", Count::read(rootfs)))
 }
 
 /// Waits until the restored counter (same token) goes past `after`.
-fn wait_continues(rootfs: &Path, after: &Count) -> Count {
+pub(crate) fn wait_continues(rootfs: &Path, after: &Count) -> Count {
     wait_count(rootfs, &format!("continued past {after:?}"), |c| {
         c.token == after.token && c.n > after.n
     })
 }
 
 /// A busybox bundle with the counter loop and `mv` in its rootfs.
-fn counter_bundle() -> BusyboxBundle {
+pub(crate) fn counter_bundle() -> BusyboxBundle {
     let bundle = BusyboxBundle::new(&["sh", "-c", COUNTER]);
     add_applets(&bundle, &["mv", "rm"]);
     bundle

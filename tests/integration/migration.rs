@@ -56,12 +56,11 @@ const MIGRATE_TIMES_OUT_ON_A_DEAD_LINK: bool = false;
 const CUT_BOUND: Duration = Duration::from_secs(10);
 
 /// Whether a failure of the page stream on the destination (its page
-/// server out of space, a frame altered in transit) reaches the user. It
-/// does not yet: the agent only looks at the stream after the images,
-/// which never come because the source's dump fails first with "Can't
-/// write pages to socket: Broken pipe", and that is all the user (and the
-/// agent's log) learns. Set to `true` once the agent reports it.
-const DESTINATION_REPORTS_PAGE_STREAM_FAILURES: bool = false;
+/// server out of space, a frame altered in transit) reaches the user: the
+/// agent watches the stream while it receives the images and refuses with
+/// the cause, which the source reads when its dump fails with "Can't write
+/// pages to socket: Broken pipe".
+const DESTINATION_REPORTS_PAGE_STREAM_FAILURES: bool = true;
 
 // ---------------------------------------------------------------------------
 // Processes
@@ -392,6 +391,8 @@ fn keygen(path: &Path) {
 struct Agent {
     run: Running,
     work: PathBuf,
+    /// The agent's container state root.
+    root: PathBuf,
 }
 
 impl Agent {
@@ -416,6 +417,7 @@ impl Agent {
         Self {
             run,
             work: work.to_path_buf(),
+            root: tmp.join("agent-root"),
         }
     }
 
@@ -431,11 +433,21 @@ impl Agent {
         self.run.running()
     }
 
-    /// The agent's session directories (one per migration in progress).
+    /// The agent's session directories (one per migration in progress),
+    /// and received bundles without a container.
     fn sessions(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(&self.work)
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&self.work)
             .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        found.retain(|p| !p.ends_with("bundles"));
+        found.extend(
+            std::fs::read_dir(self.work.join("bundles"))
+                .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| !self.root.join(p.file_name().unwrap_or_default()).exists()),
+        );
+        found
     }
 
     /// Waits until the agent has removed every session directory.
@@ -1388,3 +1400,6 @@ fn health_check_decides_the_cut_over() {
     let restored = assert_moved(&lab, &mut src, &report, &before, "passing health check");
     assert!(restored.alive());
 }
+
+#[path = "migration_strategies.rs"]
+mod strategies;

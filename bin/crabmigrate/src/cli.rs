@@ -99,7 +99,7 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Accept migrations on this host (the destination)
     Agent(AgentArgs),
-    /// Move a running process tree to another host's agent
+    /// Move a running container or process tree to another host's agent
     Migrate(MigrateArgs),
     /// Receive the pages of a checkpoint sent with --page-server
     PageServer(PageServerArgs),
@@ -441,9 +441,10 @@ pub struct AgentArgs {
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// The container to move (not supported yet: use --pid)
+    /// The container to move (from the state root, --root)
+    #[arg(required_unless_present = "pid")]
     pub id: Option<String>,
-    /// Root of the process tree to move
+    /// Root of the process tree to move (instead of a container ID)
     #[arg(long, conflicts_with = "id")]
     pub pid: Option<u32>,
     /// The destination agent
@@ -455,6 +456,20 @@ pub struct MigrateArgs {
     /// How memory moves
     #[arg(long, value_enum, default_value_t = StrategyArg::Auto)]
     pub strategy: StrategyArg,
+    /// Pre-copy: rounds while the workload runs, at most
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_rounds: u32,
+    /// Pre-copy: stop the rounds once the final one should fit in this
+    /// many milliseconds
+    #[arg(long, value_name = "MS")]
+    pub downtime_budget: Option<u64>,
+    /// Containers: both hosts see the rootfs at the same path, so it is not
+    /// sent
+    #[arg(long, conflicts_with = "pid")]
+    pub shared_rootfs: bool,
+    /// Containers: the ID on the destination [default: the same]
+    #[arg(long, value_name = "ID", conflicts_with = "pid")]
+    pub target_id: Option<String>,
     /// Keep established TCP connections
     #[arg(long)]
     pub tcp_established: bool,
@@ -476,6 +491,9 @@ pub struct MigrateArgs {
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
+    /// Write progress events as JSON lines to FILE ("-": standard output)
+    #[arg(long, value_name = "FILE|-")]
+    pub events: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -486,7 +504,8 @@ pub enum StrategyArg {
     StopCopy,
     /// Freeze briefly, restore at once, fetch pages on demand
     PostCopy,
-    /// Copy while running, then a short final round (not implemented yet)
+    /// Copy while running in rounds of content-hashed chunks, then a short
+    /// final round
     PreCopy,
 }
 

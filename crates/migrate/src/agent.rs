@@ -3,10 +3,20 @@
 //! Receiver state machine (one per control connection):
 //!
 //! ```text
-//! Handshake --Hello--> Greeted --Prepare--> Prepared --Manifest(cpuinfo)-->
-//! Checked --(stop-copy) page server up, PagesReady--> Receiving
-//! --Manifest(images), digests ok--> Restoring --post-restore--> Held
-//! --Commit--> Running (committed)          any error or Abort --> RolledBack
+//! Handshake --Hello--> Greeted --Prepare--> Prepared   (ID free, space)
+//!   --Manifest(cpuinfo), CPUINFO_CHECK--> Checked
+//!   --Manifest(config.json), bundle checked--> BundleChecked  (containers)
+//!   --> Receiving, by strategy:
+//!         stop-copy: page server up, PagesReady, page stream + Manifest(images)
+//!         pre-copy:  RoundStart(n) chunks Ack ... RoundStart(last) Manifest
+//!                    chunks FileIndex, files assembled
+//!         post-copy: Manifest(images), Ack, criu lazy-pages up
+//!   --digests ok, rootfs unpacked--> Restoring --post-restore--> Held
+//!   --Commit, health check--> Running (Committed)
+//!
+//! any error, Abort or lost connection before Commit --> RolledBack
+//!   (Refuse with the cause if the source can still hear it; the restored
+//!   copy, the session directory and a received bundle are removed)
 //! ```
 //!
 //! Until Commit arrives the restored workload stays stopped at CRIU's
@@ -19,11 +29,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crabmigrate_runtime::container::{self, RestoreOptions};
+use crabmigrate_runtime::state::StateRoot;
 use criu_rpc::{Criu, ImagesRequest, Notify, NotifyResult, PageServerRequest, RestoreRequest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::bundle;
 use crate::channel::{ChannelError, SecureChannel};
+use crate::chunks::{self, ChunkStore};
 use crate::key::Key;
 use crate::protocol::{
     Ack, Body, Committed, Envelope, Hello, PagesReady, Refuse, Restored, PROTOCOL_VERSION,
@@ -191,10 +205,7 @@ pub(crate) fn post_copy_ready(criu: &Criu) -> Result<(), String> {
 }
 
 /// Sends a refusal and returns the matching error.
-async fn refuse(
-    tx: &mut crate::channel::SecureSender<tokio::io::WriteHalf<TcpStream>>,
-    reason: String,
-) -> SessionError {
+async fn refuse(tx: &mut ControlTx, reason: String) -> SessionError {
     let _ = tx
         .send(&Envelope::new(Body::Refuse(Refuse {
             reason: reason.clone(),
@@ -210,9 +221,45 @@ async fn control(
     streams: Streams,
 ) -> Result<(), SessionError> {
     let (mut tx, mut rx) = channel.split();
+    let result = session(&mut tx, &mut rx, peer, opts, streams).await;
+    if let Err(e) = &result {
+        // A failure of this side the source has not been told about (a
+        // refusal was already sent): tell it, so its user learns the cause
+        // and not just a broken connection.
+        if matches!(
+            e,
+            SessionError::Transfer(_) | SessionError::Unexpected { .. } | SessionError::NoStream
+        ) {
+            let _ = tx
+                .send(&Envelope::new(Body::Refuse(Refuse {
+                    reason: format!("the destination failed: {}", chain(e)),
+                })))
+                .await;
+        }
+    }
+    result
+}
+
+type ControlTx = crate::channel::SecureSender<tokio::io::WriteHalf<TcpStream>>;
+type ControlRx = crate::channel::SecureReceiver<tokio::io::ReadHalf<TcpStream>>;
+
+/// What a received container needs here.
+struct Incoming {
+    id: String,
+    bundle_dir: PathBuf,
+    shared_rootfs: bool,
+}
+
+async fn session(
+    tx: &mut ControlTx,
+    rx: &mut ControlRx,
+    peer: Hello,
+    opts: &AgentOptions,
+    streams: Streams,
+) -> Result<(), SessionError> {
     if peer.protocol_version != PROTOCOL_VERSION {
         return Err(refuse(
-            &mut tx,
+            tx,
             format!(
                 "protocol version {} is not {PROTOCOL_VERSION}; run the same crabmigrate release on both hosts",
                 peer.protocol_version
@@ -226,7 +273,7 @@ async fn control(
         .map_err(|e| TransferError::Local(std::io::Error::other(e)))?;
     if !version_at_least(&ours.criu_version, &peer.criu_version) {
         return Err(refuse(
-            &mut tx,
+            tx,
             format!(
                 "CRIU here is {} and older than the source's {}; upgrade CRIU on the destination",
                 ours.criu_version, peer.criu_version
@@ -240,24 +287,52 @@ async fn control(
         Body::Prepare(p) => p,
         other => return Err(unexpected("Prepare", &other)),
     };
-    if prepare.workload != "process" {
-        return Err(refuse(
-            &mut tx,
-            format!(
-                "this agent cannot receive a {:?} workload yet",
-                prepare.workload
-            ),
-        )
-        .await);
-    }
     if !prepare.session.chars().all(|c| c.is_ascii_alphanumeric()) || prepare.session.is_empty() {
-        return Err(refuse(&mut tx, "invalid session name".into()).await);
+        return Err(refuse(tx, "invalid session name".into()).await);
     }
+    if !matches!(
+        prepare.strategy.as_str(),
+        "stop-copy" | "pre-copy" | "post-copy"
+    ) {
+        return Err(refuse(tx, format!("unknown strategy {:?}", prepare.strategy)).await);
+    }
+    let state_root = StateRoot::new(opts.state_root.clone());
+    let mut bundle_cleanup = DirCleanup(None);
+    let incoming = match prepare.workload.as_str() {
+        "process" => None,
+        "container" => {
+            if let Err(e) = crabmigrate_runtime::spec::validate_id(&prepare.id) {
+                return Err(refuse(tx, format!("invalid container ID: {e}")).await);
+            }
+            if let Ok(mut state) = state_root.load(&prepare.id) {
+                state.refresh();
+                return Err(refuse(
+                    tx,
+                    format!(
+                        "container {} already exists on this host ({}); delete it there or migrate with --target-id",
+                        prepare.id, state.status
+                    ),
+                )
+                .await);
+            }
+            let bundle_dir = opts.work_dir.join("bundles").join(&prepare.id);
+            let _ = std::fs::remove_dir_all(&bundle_dir);
+            bundle_cleanup.0 = Some(bundle_dir.clone());
+            Some(Incoming {
+                id: prepare.id.clone(),
+                bundle_dir,
+                shared_rootfs: prepare.shared_rootfs,
+            })
+        }
+        other => {
+            return Err(refuse(tx, format!("unknown workload type {other:?}")).await);
+        }
+    };
     let session_dir = opts.work_dir.join(&prepare.session);
     if let Some(free) = free_space(&opts.work_dir) {
         if free < prepare.bytes_estimate {
             return Err(refuse(
-                &mut tx,
+                tx,
                 format!(
                     "not enough space in {}: {} bytes free, about {} needed; free space there or start the agent with another --work-dir",
                     opts.work_dir.display(),
@@ -268,7 +343,7 @@ async fn control(
             .await);
         }
     }
-    let _cleanup = DirCleanup(session_dir.clone());
+    let _cleanup = DirCleanup(Some(session_dir.clone()));
     let (stream_tx, mut stream_rx) = mpsc::channel(1);
     if let Ok(mut map) = streams.lock() {
         map.insert(prepare.session.clone(), stream_tx);
@@ -277,14 +352,11 @@ async fn control(
         streams: Arc::clone(&streams),
         session: prepare.session.clone(),
     };
-    tx.send(&Envelope::new(Body::Ack(Ack {
-        step: "prepare".into(),
-    })))
-    .await?;
+    ack(tx, "prepare").await?;
 
     // Preflight: the source's cpuinfo must suit this CPU.
     let cpuinfo_dir = session_dir.join("cpuinfo");
-    transfer::recv_dir(&mut rx, &cpuinfo_dir).await?;
+    transfer::recv_dir(rx, &cpuinfo_dir).await?;
     let criu = opts.criu.clone();
     let dir = cpuinfo_dir.clone();
     let check = tokio::task::spawn_blocking(move || {
@@ -298,114 +370,142 @@ async fn control(
     .unwrap_or_else(|e| Err(e.to_string()));
     if let Err(why) = check {
         return Err(refuse(
-            &mut tx,
+            tx,
             format!("this CPU cannot run the source's workload: {why}"),
         )
         .await);
     }
-    tx.send(&Envelope::new(Body::Ack(Ack {
-        step: "cpuinfo".into(),
-    })))
-    .await?;
+    ack(tx, "cpuinfo").await?;
+
+    // Containers: the bundle's config, checked against this host.
+    if let Some(c) = &incoming {
+        transfer::recv_dir(rx, &c.bundle_dir).await?;
+        // Deleting the container here deletes this bundle too.
+        std::fs::write(c.bundle_dir.join(container::OWNED_BUNDLE_MARKER), b"")
+            .map_err(TransferError::Local)?;
+        if !c.shared_rootfs {
+            std::fs::create_dir_all(c.bundle_dir.join("rootfs")).map_err(TransferError::Local)?;
+        }
+        let (dir, id) = (c.bundle_dir.clone(), c.id.clone());
+        let checked = tokio::task::spawn_blocking(move || bundle::check_received(&dir, &id))
+            .await
+            .map_err(|e| TransferError::Local(std::io::Error::other(e)))?;
+        if let Err(e) = checked {
+            return Err(refuse(tx, format!("cannot run the container here: {}", chain(&e))).await);
+        }
+        ack(tx, "bundle").await?;
+    }
 
     let images_dir = session_dir.join("images");
     std::fs::create_dir_all(&images_dir).map_err(TransferError::Local)?;
-    let page_server = if prepare.strategy == "stop-copy" {
-        // CRIU's page server on loopback; the source's page stream arrives
-        // on a data connection and is carried to it.
-        // One thread starts the page server and waits for it: CRIU dies
-        // with the thread that started it (parent-death signal).
-        let criu = opts.criu.clone();
-        let dir = images_dir.clone();
-        let (info_tx, info_rx) = oneshot::channel();
-        let (done_tx, done_rx) = oneshot::channel::<Result<std::process::ExitStatus, String>>();
-        std::thread::spawn(move || {
-            let started = std::fs::File::open(&dir)
-                .map_err(|e| e.to_string())
-                .and_then(|images| {
-                    let request = PageServerRequest::listen(
-                        std::os::fd::AsFd::as_fd(&images),
-                        "127.0.0.1",
-                        0,
-                    );
-                    criu.page_server(&request).map_err(|e| chain(&e))
-                });
-            match started {
-                Ok((session, info)) => {
-                    let _ = info_tx.send(Ok(info));
-                    let status = session
-                        .wait_pid(info.pid.unwrap_or(0))
-                        .map_err(|e| chain(&e));
-                    let _ = done_tx.send(status);
-                }
-                Err(why) => {
-                    let _ = info_tx.send(Err(why));
-                }
-            }
-        });
-        let info = match info_rx.await {
-            Ok(Ok(info)) => info,
-            Ok(Err(why)) => {
-                return Err(refuse(&mut tx, format!("cannot start a page server: {why}")).await)
-            }
-            Err(_) => return Err(refuse(&mut tx, "the page server thread died".into()).await),
-        };
-        tx.send(&Envelope::new(Body::PagesReady(PagesReady {})))
-            .await?;
-        let data = tokio::time::timeout(Duration::from_secs(30), stream_rx.recv())
-            .await
-            .ok()
-            .flatten()
-            .ok_or(SessionError::NoStream)?;
-        let local = TcpStream::connect(("127.0.0.1", info.port))
-            .await
-            .map_err(TransferError::Local)?;
-        let pump = tokio::spawn(transfer::pump(local, data));
-        Some((done_rx, pump))
-    } else {
-        None
-    };
-
-    // The rest of the images, checked against their digests.
-    transfer::recv_dir(&mut rx, &images_dir).await?;
-    tracing::info!("images received and verified");
     let post_copy = prepare.strategy == "post-copy";
-    let lazy = if post_copy {
-        tx.send(&Envelope::new(Body::Ack(Ack {
-            step: "images".into(),
-        })))
-        .await?;
-        match start_lazy_daemon(opts, &images_dir, &mut stream_rx).await {
-            Ok(lazy) => Some(lazy),
-            Err(why) => return Err(refuse(&mut tx, why).await),
+    let mut lazy = None;
+    match prepare.strategy.as_str() {
+        "stop-copy" => {
+            let (done, mut pump) = start_page_server(tx, opts, &images_dir, &mut stream_rx).await?;
+            // The rest of the images, checked against their digests, while
+            // the page stream is watched: a broken stream is reported at
+            // once (the source's dump then fails, and its user learns why).
+            let mut pumped = None;
+            {
+                let receive = transfer::recv_dir(rx, &images_dir);
+                tokio::pin!(receive);
+                loop {
+                    tokio::select! {
+                        received = &mut receive => {
+                            received?;
+                            break;
+                        }
+                        p = &mut pump, if pumped.is_none() => {
+                            let p = p.map_err(|e| TransferError::Local(std::io::Error::other(e)))?;
+                            match p {
+                                Ok(p) => pumped = Some(p),
+                                Err(e) => {
+                                    return Err(refuse(
+                                        tx,
+                                        format!("the page stream broke on the destination: {}", chain(&e)),
+                                    )
+                                    .await)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let pumped = match pumped {
+                Some(p) => p,
+                None => pump
+                    .await
+                    .map_err(|e| TransferError::Local(std::io::Error::other(e)))??,
+            };
+            tracing::info!(bytes = pumped.out + pumped.back, "page stream done");
+            let status = done
+                .await
+                .unwrap_or_else(|_| Err("the page server thread died".into()));
+            if !matches!(status, Ok(s) if s.success()) {
+                let log =
+                    std::fs::read_to_string(images_dir.join("page-server.log")).unwrap_or_default();
+                let errors: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("Error"))
+                    .take(3)
+                    .collect();
+                return Err(refuse(
+                    tx,
+                    format!(
+                        "the page server failed ({status:?}): {}",
+                        errors.join(" / ")
+                    ),
+                )
+                .await);
+            }
         }
-    } else {
-        None
-    };
-    if let Some((done, pump)) = page_server {
-        let pumped = pump
-            .await
-            .map_err(|e| TransferError::Local(std::io::Error::other(e)))??;
-        tracing::info!(bytes = pumped.out + pumped.back, "page stream done");
-        let status = done
-            .await
-            .unwrap_or_else(|_| Err("the page server thread died".into()));
-        if !matches!(status, Ok(s) if s.success()) {
-            let log =
-                std::fs::read_to_string(images_dir.join("page-server.log")).unwrap_or_default();
-            let errors: Vec<&str> = log
-                .lines()
-                .filter(|l| l.contains("Error"))
-                .take(3)
-                .collect();
-            return Err(refuse(
-                &mut tx,
-                format!(
-                    "the page server failed ({status:?}): {}",
-                    errors.join(" / ")
-                ),
-            )
-            .await);
+        "pre-copy" => {
+            let limit = prepare.bytes_estimate.saturating_mul(4).max(1 << 30);
+            let mut store = ChunkStore::create(&session_dir.join("chunks.pack"), limit)
+                .map_err(TransferError::from)?;
+            loop {
+                let start = match rx.recv().await? {
+                    Body::RoundStart(r) => r,
+                    other => return Err(unexpected("RoundStart", &other)),
+                };
+                if start.last {
+                    chunks::recv_round(rx, &mut store, Some(&images_dir)).await?;
+                    tracing::info!(
+                        round = start.round,
+                        stored = store.len(),
+                        "final round received and verified"
+                    );
+                    break;
+                }
+                let added = chunks::recv_round(rx, &mut store, None).await?;
+                tracing::info!(round = start.round, added, "pre-copy round received");
+                ack(tx, "round").await?;
+            }
+        }
+        _ => {
+            transfer::recv_dir(rx, &images_dir).await?;
+            ack(tx, "images").await?;
+        }
+    }
+    tracing::info!("images received and verified");
+    if let Some(c) = &incoming {
+        let tar = images_dir.join(bundle::ROOTFS_TAR);
+        if !c.shared_rootfs {
+            let rootfs = c.bundle_dir.join("rootfs");
+            let unpacked =
+                tokio::task::spawn_blocking(move || bundle::unpack_rootfs(&tar, &rootfs))
+                    .await
+                    .map_err(|e| TransferError::Local(std::io::Error::other(e)))?;
+            if let Err(e) = unpacked {
+                return Err(refuse(tx, format!("cannot unpack the rootfs: {}", chain(&e))).await);
+            }
+        }
+    }
+    if post_copy {
+        match start_lazy_daemon(opts, &images_dir, &mut stream_rx).await {
+            Ok(l) => lazy = Some(l),
+            Err(why) => return Err(refuse(tx, why).await),
         }
     }
 
@@ -414,18 +514,45 @@ async fn control(
     let criu = opts.criu.clone();
     let dir = images_dir.clone();
     let tcp = prepare.tcp_established;
-    let restore = tokio::task::spawn_blocking(move || {
-        let images = std::fs::File::open(&dir).map_err(|e| e.to_string())?;
-        let mut request = RestoreRequest::new(std::os::fd::AsFd::as_fd(&images));
-        request.options.tcp_established = tcp;
-        // The lazy-pages daemon listens in the images directory, which is
-        // also the restore's work directory.
-        request.options.lazy_pages = post_copy;
+    let container_target = incoming
+        .as_ref()
+        .map(|c| (c.id.clone(), c.bundle_dir.clone(), opts.state_root.clone()));
+    let restore = tokio::task::spawn_blocking(move || -> Result<u32, String> {
         let mut hold = Hold {
             held: Some(held_tx),
         };
-        criu.restore(&request, Some(&mut hold))
-            .map_err(|e| chain(&e))
+        match container_target {
+            None => {
+                let images = std::fs::File::open(&dir).map_err(|e| e.to_string())?;
+                let mut request = RestoreRequest::new(std::os::fd::AsFd::as_fd(&images));
+                request.options.tcp_established = tcp;
+                // The lazy-pages daemon listens in the images directory,
+                // which is also the restore's work directory.
+                request.options.lazy_pages = post_copy;
+                criu.restore(&request, Some(&mut hold))
+                    .map(|o| o.pid as u32)
+                    .map_err(|e| chain(&e))
+            }
+            Some((id, bundle_dir, state_root)) => {
+                let root = StateRoot::new(state_root);
+                let opts = RestoreOptions {
+                    bundle: bundle_dir,
+                    images_dir: dir,
+                    tcp_established: tcp,
+                    lazy_pages: post_copy,
+                    ..Default::default()
+                };
+                let restored = container::restore(&criu, &root, &id, &opts, Some(&mut hold))
+                    .map_err(|e| chain(&e))?;
+                let pid = restored.state.pid;
+                // The restored init is this agent's child (CRIU's
+                // rst_sibling): reap it when it ends.
+                std::thread::spawn(move || {
+                    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+                });
+                Ok(pid)
+            }
+        }
     });
     let (pid, decide) = match held_rx.await {
         Ok(x) => x,
@@ -434,7 +561,7 @@ async fn control(
                 Ok(Err(why)) => why,
                 _ => "the restore ended early".into(),
             };
-            return Err(refuse(&mut tx, format!("restore failed on the destination: {why}")).await);
+            return Err(refuse(tx, format!("restore failed on the destination: {why}")).await);
         }
     };
     // Post-copy: until the last page arrives this copy depends on the
@@ -462,52 +589,114 @@ async fn control(
             Err(e) => Err(e.into()),
         };
     }
-    match restored {
-        Ok(outcome) => {
-            if let Err(why) = health_check(&prepare).await {
-                // The source is still frozen (stop-copy) or serving pages
-                // (post-copy): drop this copy and let it resume.
-                tracing::warn!(pid = outcome.pid, %why, "health check failed; dropping the restored copy");
-                crate::procs::kill_tree(outcome.pid as u32);
-                return Err(refuse(
-                    &mut tx,
-                    format!("health check failed on the destination: {why}"),
-                )
-                .await);
+    let drop_copy = |pid: u32| match &incoming {
+        Some(c) => {
+            if let Err(e) = container::delete(&state_root, &c.id, true) {
+                tracing::warn!(id = c.id, error = %chain(&e), "cannot delete the dropped container");
+                crate::procs::kill_tree(pid);
             }
-            tx.send(&Envelope::new(Body::Committed(Committed {
-                pid: outcome.pid as u32,
-            })))
-            .await?;
-            tracing::info!(
-                pid = outcome.pid,
-                "migration committed; the workload runs here"
-            );
-            if let Some(lazy) = lazy {
-                // Until the last page arrives the workload needs the source;
-                // if the transfer breaks, CRIU resumes the source, so this
-                // copy must go at once.
-                let daemon = lazy
-                    .done
-                    .await
-                    .unwrap_or_else(|_| Err("the lazy-pages thread died".into()));
-                let _ = lazy.pump.await;
-                if let Err(why) = daemon {
-                    tracing::error!(pid = outcome.pid, %why, "page transfer broke; killing the destination copy");
-                    crate::procs::kill_tree(outcome.pid as u32);
-                    return Err(SessionError::Refused(format!(
-                        "post-copy page transfer failed: {why}"
-                    )));
-                }
-                tracing::info!("all pages arrived");
-                if let Some(w) = watchdog.take() {
-                    w.release();
-                }
-            }
-            Ok(())
         }
-        Err(why) => Err(refuse(&mut tx, format!("restore failed after commit: {why}")).await),
+        None => crate::procs::kill_tree(pid),
+    };
+    let pid = match restored {
+        Ok(pid) => pid,
+        Err(why) => return Err(refuse(tx, format!("restore failed after commit: {why}")).await),
+    };
+    if let Err(why) = health_check(&prepare).await {
+        // The source is still frozen (stop-copy, pre-copy) or serving
+        // pages (post-copy): drop this copy and let it resume.
+        tracing::warn!(pid, %why, "health check failed; dropping the restored copy");
+        drop_copy(pid);
+        return Err(refuse(tx, format!("health check failed on the destination: {why}")).await);
     }
+    tx.send(&Envelope::new(Body::Committed(Committed { pid })))
+        .await?;
+    bundle_cleanup.0 = None;
+    tracing::info!(pid, "migration committed; the workload runs here");
+    if let Some(lazy) = lazy {
+        // Until the last page arrives the workload needs the source; if the
+        // transfer breaks, CRIU resumes the source, so this copy must go at
+        // once.
+        let daemon = lazy
+            .done
+            .await
+            .unwrap_or_else(|_| Err("the lazy-pages thread died".into()));
+        let _ = lazy.pump.await;
+        if let Err(why) = daemon {
+            tracing::error!(pid, %why, "page transfer broke; killing the destination copy");
+            drop_copy(pid);
+            return Err(SessionError::Refused(format!(
+                "post-copy page transfer failed: {why}"
+            )));
+        }
+        tracing::info!("all pages arrived");
+        if let Some(w) = watchdog.take() {
+            w.release();
+        }
+    }
+    Ok(())
+}
+
+async fn ack(tx: &mut ControlTx, step: &str) -> Result<(), SessionError> {
+    tx.send(&Envelope::new(Body::Ack(Ack { step: step.into() })))
+        .await?;
+    Ok(())
+}
+
+type PageServerDone = oneshot::Receiver<Result<std::process::ExitStatus, String>>;
+type PumpTask = tokio::task::JoinHandle<Result<transfer::Pumped, TransferError>>;
+
+/// Stop-copy: CRIU's page server on loopback; the source's page stream
+/// arrives on a data connection and is carried to it.
+async fn start_page_server(
+    tx: &mut ControlTx,
+    opts: &AgentOptions,
+    images_dir: &Path,
+    stream_rx: &mut mpsc::Receiver<SecureChannel<TcpStream>>,
+) -> Result<(PageServerDone, PumpTask), SessionError> {
+    // One thread starts the page server and waits for it: CRIU dies with
+    // the thread that started it (parent-death signal).
+    let criu = opts.criu.clone();
+    let dir = images_dir.to_path_buf();
+    let (info_tx, info_rx) = oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel::<Result<std::process::ExitStatus, String>>();
+    std::thread::spawn(move || {
+        let started = std::fs::File::open(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|images| {
+                let request =
+                    PageServerRequest::listen(std::os::fd::AsFd::as_fd(&images), "127.0.0.1", 0);
+                criu.page_server(&request).map_err(|e| chain(&e))
+            });
+        match started {
+            Ok((session, info)) => {
+                let _ = info_tx.send(Ok(info));
+                let status = session
+                    .wait_pid(info.pid.unwrap_or(0))
+                    .map_err(|e| chain(&e));
+                let _ = done_tx.send(status);
+            }
+            Err(why) => {
+                let _ = info_tx.send(Err(why));
+            }
+        }
+    });
+    let info = match info_rx.await {
+        Ok(Ok(info)) => info,
+        Ok(Err(why)) => return Err(refuse(tx, format!("cannot start a page server: {why}")).await),
+        Err(_) => return Err(refuse(tx, "the page server thread died".into()).await),
+    };
+    tx.send(&Envelope::new(Body::PagesReady(PagesReady {})))
+        .await?;
+    let data = tokio::time::timeout(Duration::from_secs(30), stream_rx.recv())
+        .await
+        .ok()
+        .flatten()
+        .ok_or(SessionError::NoStream)?;
+    let local = TcpStream::connect(("127.0.0.1", info.port))
+        .await
+        .map_err(TransferError::Local)?;
+    Ok((done_rx, tokio::spawn(transfer::pump(local, data))))
 }
 
 /// A process, independent of the agent, that SIGKILLs a post-copy copy
@@ -726,12 +915,14 @@ fn free_space(dir: &Path) -> Option<u64> {
     Some(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
-/// Removes a session's directory when the session ends.
-struct DirCleanup(PathBuf);
+/// Removes a directory when the session ends (unless emptied first).
+struct DirCleanup(Option<PathBuf>);
 
 impl Drop for DirCleanup {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -8,7 +8,10 @@
 //! (see docs/migration.md for the plan).
 
 pub mod agent;
+pub mod bundle;
 pub mod channel;
+pub mod chunks;
+pub mod events;
 pub mod key;
 pub mod manifest;
 mod procs;

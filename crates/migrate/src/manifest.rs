@@ -76,12 +76,25 @@ pub fn check_path(name: &str) -> Result<&Path, ManifestError> {
 /// Symbolic links and special files are refused.
 pub fn build(dir: &Path) -> Result<Manifest, ManifestError> {
     let mut entries = Vec::new();
-    walk(dir, Path::new(""), &mut entries)?;
+    walk(dir, Path::new(""), &mut entries, true)?;
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Manifest { entries })
 }
 
-fn walk(root: &Path, rel: &Path, out: &mut Vec<ManifestEntry>) -> Result<(), ManifestError> {
+/// Lists the regular files under `dir` (recursively) with their sizes, as
+/// [`build`] does but without digests.
+pub fn list(dir: &Path) -> Result<Vec<(String, u64)>, ManifestError> {
+    let mut entries = Vec::new();
+    walk(dir, Path::new(""), &mut entries, false)?;
+    Ok(entries.into_iter().map(|e| (e.path, e.size)).collect())
+}
+
+fn walk(
+    root: &Path,
+    rel: &Path,
+    out: &mut Vec<ManifestEntry>,
+    digests: bool,
+) -> Result<(), ManifestError> {
     let dir = root.join(rel);
     for entry in fs::read_dir(&dir).map_err(io("list", &dir))? {
         let entry = entry.map_err(io("list", &dir))?;
@@ -89,9 +102,14 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<ManifestEntry>) -> Result<(), Man
         let path = root.join(&rel_path);
         let kind = entry.file_type().map_err(io("inspect", &path))?;
         if kind.is_dir() {
-            walk(root, &rel_path, out)?;
+            walk(root, &rel_path, out, digests)?;
         } else if kind.is_file() {
-            let (size, sha256) = digest_file(&path)?;
+            let (size, sha256) = if digests {
+                digest_file(&path)?
+            } else {
+                let md = entry.metadata().map_err(io("inspect", &path))?;
+                (md.len(), Vec::new())
+            };
             out.push(ManifestEntry {
                 path: rel_path.to_string_lossy().into_owned(),
                 size,

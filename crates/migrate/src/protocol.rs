@@ -19,7 +19,9 @@ use prost::Message as _;
 ///
 /// 2: a carried byte stream (CRIU's page traffic) ends with an empty frame;
 /// a version-1 peer never sends it, so its every stream would look broken.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: containers (bundle, rootfs) and pre-copy rounds of content-hashed
+/// chunks ([`RoundStart`], [`ChunkBatch`], [`FileIndex`]).
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The largest encoded message (one Noise transport message minus its tag).
 pub const MAX_MESSAGE: usize = crate::channel::MAX_PLAINTEXT;
 /// The largest piece of a file in one [`FileChunk`], leaving room for the
@@ -45,7 +47,10 @@ pub enum ProtocolError {
 /// One protocol message.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Envelope {
-    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
+    #[prost(
+        oneof = "Body",
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15"
+    )]
     pub body: Option<Body>,
 }
 
@@ -77,6 +82,12 @@ pub enum Body {
     Committed(Committed),
     #[prost(message, tag = "12")]
     PagesReady(PagesReady),
+    #[prost(message, tag = "13")]
+    RoundStart(RoundStart),
+    #[prost(message, tag = "14")]
+    ChunkBatch(ChunkBatch),
+    #[prost(message, tag = "15")]
+    FileIndex(FileIndex),
 }
 
 impl Body {
@@ -95,6 +106,9 @@ impl Body {
             Self::Commit(_) => "Commit",
             Self::Committed(_) => "Committed",
             Self::PagesReady(_) => "PagesReady",
+            Self::RoundStart(_) => "RoundStart",
+            Self::ChunkBatch(_) => "ChunkBatch",
+            Self::FileIndex(_) => "FileIndex",
         }
     }
 }
@@ -187,7 +201,7 @@ pub struct Prepare {
     /// The container's ID on the destination (containers only).
     #[prost(string, tag = "3")]
     pub id: String,
-    /// "stop-copy" or "post-copy".
+    /// "stop-copy", "pre-copy" or "post-copy".
     #[prost(string, tag = "4")]
     pub strategy: String,
     /// Both hosts see the bundle at `bundle_path`: it is not sent.
@@ -245,6 +259,45 @@ pub struct Committed {
 /// The destination's page server is ready for the source's stream.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PagesReady {}
+
+/// Pre-copy: a round of content-hashed chunks begins. A round that is not
+/// the last carries [`ChunkBatch`]es and ends with an [`Ack`]; the last one
+/// carries a [`Manifest`], then batches and [`FileIndex`]es, then an Ack.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RoundStart {
+    /// 1 for the first round.
+    #[prost(uint32, tag = "1")]
+    pub round: u32,
+    /// The final round: the workload is frozen and the files are complete.
+    #[prost(bool, tag = "2")]
+    pub last: bool,
+}
+
+/// Chunks the destination has not seen yet, each named by its sha256.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChunkBatch {
+    /// 32 bytes per chunk.
+    #[prost(bytes = "vec", tag = "1")]
+    pub digests: Vec<u8>,
+    /// The length of each chunk (at most [`crate::chunks::CHUNK`]).
+    #[prost(uint32, repeated, tag = "2")]
+    pub lengths: Vec<u32>,
+    /// The chunks, one after the other.
+    #[prost(bytes = "vec", tag = "3")]
+    pub data: Vec<u8>,
+}
+
+/// A piece of a file's chunk list: chunk `first` onwards, by digest.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FileIndex {
+    #[prost(string, tag = "1")]
+    pub path: String,
+    #[prost(uint64, tag = "2")]
+    pub first: u64,
+    /// 32 bytes per chunk.
+    #[prost(bytes = "vec", tag = "3")]
+    pub digests: Vec<u8>,
+}
 
 impl Envelope {
     /// Wraps a body.

@@ -1,48 +1,89 @@
 //! The source: `crabmigrate migrate` moves a workload to an agent.
 //!
-//! Stop-copy of a process tree:
+//! Every strategy starts with the same preflight and ends with the same
+//! cut-over; they differ in how memory moves.
 //!
 //! ```text
 //! source                                   destination agent
 //!   |==== Noise NNpsk0 handshake ============|   (wrong key: refused here)
 //!   |-- Hello ------------------------------>|
 //!   |<------------------------------ Hello --|   (or Refuse: version, CRIU)
-//!   |-- Prepare(session, strategy, size) --->|   checks space
+//!   |-- Prepare(session, workload, size) --->|   ID free, space
 //!   |<---------------------------- Ack ------|
 //!   |-- Manifest + cpuinfo.img ------------->|   CPUINFO_CHECK
 //!   |<---------------------------- Ack ------|
-//!   |<----------------------- PagesReady ----|   page server on loopback
-//!   |== data connection: StreamOpen(pages) ==|
-//!   freeze, DUMP: pages ==== tunnel =======> page server
-//!   post-dump (tree frozen, held)            |
-//!   |-- Manifest + images (sha256) --------->|   digests checked
-//!   |                                        |   RESTORE, held at post-restore
-//!   |<------------------------- Restored ----|
-//!   |-- Commit ----------------------------->|   tasks resume here
-//!   |<------------------------ Committed ----|
+//!   |-- Manifest + config.json ------------->|   containers: bundle checked
+//!   |<---------------------------- Ack ------|   (mount sources, cgroup)
+//!   :            memory, by strategy         :
+//!   |<------------------------- Restored ----|   held at post-restore
+//!   |-- Commit ----------------------------->|   tasks resume there
+//!   |<------------------------ Committed ----|   (after the health check)
 //!   ack post-dump: CRIU kills the source     |
 //! ```
 //!
+//! Stop-copy:
+//!
+//! ```text
+//!   |<----------------------- PagesReady ----|   page server on loopback
+//!   |== data connection: StreamOpen(pages) ==|
+//!   freeze, DUMP: pages ==== tunnel =======> page server
+//!   post-dump (frozen, held)                 |
+//!   |-- Manifest + images (+ rootfs tar) --->|   digests checked, RESTORE
+//! ```
+//!
+//! Pre-copy (content-hashed rounds, see [`crate::chunks`]):
+//!
+//! ```text
+//!   DUMP --leave-running, hash 4 KiB chunks  |
+//!   |-- RoundStart(1) + new chunks + Ack --->|   chunk store
+//!   |<---------------------------- Ack ------|
+//!   ...  until converged (few bytes left, no shrinking, --max-rounds,
+//!        or the estimate fits --downtime-budget)
+//!   freeze, DUMP, post-dump (held), hash     |
+//!   |-- RoundStart(last) + Manifest -------->|
+//!   |-- new chunks + FileIndex + Ack ------->|   files assembled, checked,
+//!   |                                        |   RESTORE
+//! ```
+//!
+//! Post-copy:
+//!
+//! ```text
+//!   freeze, DUMP --lazy-pages, post-dump     |
+//!   |-- Manifest + images (no lazy pages) -->|
+//!   |<---------------------------- Ack ------|   criu lazy-pages
+//!   |== data connection: StreamOpen(lazy) ===|   page requests <-> pages
+//!   CRIU serves pages while  <-------------->|   RESTORE --lazy-pages
+//!   the destination runs                     |   watchdog until last page
+//! ```
+//!
 //! Any failure before Commit (refusal, digest mismatch, restore error, lost
-//! connection) answers post-dump with "failed": CRIU resumes the source, and
-//! the destination, which never got Commit, drops its copy.
+//! connection, failed health check) answers post-dump with "failed": CRIU
+//! resumes the source, and the destination, which never got Commit, drops
+//! its copy. After Commit the source never resumes.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as sync_mpsc;
 use std::time::{Duration, Instant};
 
-use criu_rpc::{Criu, DumpRequest, ImagesRequest, Notify, NotifyResult, PageServerTarget};
+use crabmigrate_runtime::container::{self, CheckpointOptions};
+use crabmigrate_runtime::state::{StateRoot, Status};
+use criu_rpc::{
+    Criu, DumpRequest, DumpStats, ImagesRequest, Notify, NotifyResult, PageServerTarget,
+};
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::agent::{chain, make_hello};
+use crate::bundle;
 use crate::channel::{ChannelError, SecureChannel, SecureReceiver, SecureSender};
+use crate::chunks::{self, ChunkSender};
+use crate::events::{Event, Events};
 use crate::key::Key;
 use crate::protocol::{
-    Abort, Body, Commit, Envelope, Hello, Prepare, StreamOpen, PROTOCOL_VERSION,
+    Abort, Body, Commit, Envelope, Hello, Prepare, RoundStart, StreamOpen, PROTOCOL_VERSION,
 };
-use crate::transfer::{self, TransferError};
+use crate::transfer::{self, Meter, TransferError};
 
 /// How to move memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -69,20 +110,66 @@ impl Strategy {
     }
 }
 
+/// What moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Workload {
+    /// A process tree, by the pid of its root.
+    Process { pid: u32 },
+    /// A container of this host's runtime.
+    Container {
+        id: String,
+        /// The runtime's state root on this host.
+        state_root: PathBuf,
+        /// The ID on the destination (the same if `None`).
+        target_id: Option<String>,
+        /// Both hosts see the rootfs at the same path: it is not sent.
+        shared_rootfs: bool,
+    },
+}
+
+impl Workload {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Process { .. } => "process",
+            Self::Container { .. } => "container",
+        }
+    }
+}
+
+/// Pre-copy's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreCopyLimits {
+    /// Rounds before the final one, at most.
+    pub max_rounds: u32,
+    /// Stop the rounds once the final round is expected to fit in this.
+    pub downtime_budget: Option<Duration>,
+}
+
+impl Default for PreCopyLimits {
+    fn default() -> Self {
+        Self {
+            max_rounds: 5,
+            downtime_budget: None,
+        }
+    }
+}
+
 /// A migration request from the source.
 #[derive(Debug, Clone)]
 pub struct MigrateRequest {
     /// The agent, `HOST:PORT`.
     pub to: String,
     pub key: Key,
-    /// The root of the process tree.
-    pub pid: u32,
+    pub workload: Workload,
     pub strategy: Strategy,
+    pub pre_copy: PreCopyLimits,
     pub tcp_established: bool,
     /// Where the source writes its images (a fresh directory is made in it).
     pub work_dir: PathBuf,
     /// Checked on the destination before the migration commits.
     pub health: Health,
+    /// Where progress goes.
+    pub events: Events,
 }
 
 /// A health check the destination runs once the workload runs there; if it
@@ -99,19 +186,44 @@ pub enum Health {
     Tcp(u16),
 }
 
+/// One pre-copy round, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundReport {
+    pub round: u32,
+    /// Bytes of all files of the round's dump.
+    pub bytes_total: u64,
+    /// Bytes of new chunks sent.
+    pub bytes_sent: u64,
+    /// Bytes of chunk lists sent (the final round only).
+    pub index_bytes: u64,
+    pub pages_written: u64,
+    pub ms: f64,
+    /// Whether the workload was frozen (the final round).
+    pub last: bool,
+}
+
 /// What happened, for the user.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// "process" or "container".
+    pub workload: &'static str,
     pub strategy: &'static str,
     pub why: String,
-    /// Bytes of page data carried by the tunnel.
+    /// Bytes of page data carried by the tunnel (stop-copy, post-copy).
     pub page_bytes: u64,
-    /// Bytes of the other image files.
+    /// Bytes of the other image files (and the rootfs archive).
     pub image_bytes: u64,
+    /// Everything sent on the control and data connections, in bytes of
+    /// content (pages, images, chunks and chunk lists).
+    pub bytes_on_wire: u64,
+    /// Pre-copy rounds, the final one last.
+    pub rounds: Vec<RoundReport>,
+    /// Why pre-copy stopped its rounds.
+    pub converged: Option<String>,
     pub total_ms: f64,
-    /// From the tree being frozen to the destination running it.
+    /// From the workload being frozen to the destination running it.
     pub downtime_ms: f64,
-    /// CRIU's frozen time on the source (stop-copy; includes the hand-over).
+    /// CRIU's frozen time on the source (includes the hand-over).
     pub criu_frozen_ms: Option<f64>,
     /// Post-copy: from the destination running the workload to the last
     /// page arriving, while the workload depended on both hosts.
@@ -142,6 +254,8 @@ pub enum MigrateError {
     RolledBack(String),
     #[error("process {0} does not exist")]
     NoProcess(u32),
+    #[error("container {0}")]
+    Container(String, #[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("{0}")]
     Unavailable(String),
     #[error("cannot {0}")]
@@ -176,6 +290,13 @@ async fn next(rx: &mut Rx) -> Result<Body, MigrateError> {
         .map_err(MigrateError::from)
 }
 
+async fn expect_ack(rx: &mut Rx) -> Result<(), MigrateError> {
+    match next(rx).await? {
+        Body::Ack(_) => Ok(()),
+        other => Err(expect("Ack", other)),
+    }
+}
+
 fn local(what: &'static str) -> impl FnOnce(std::io::Error) -> MigrateError {
     move |e| MigrateError::Local(what, e)
 }
@@ -184,18 +305,96 @@ fn joined<T>(r: Result<T, tokio::task::JoinError>) -> Result<T, MigrateError> {
     r.map_err(|e| MigrateError::Local("run a task", std::io::Error::other(e)))
 }
 
-/// Moves the process tree `req.pid` to the agent at `req.to`.
-pub async fn migrate_process(criu: Criu, req: MigrateRequest) -> Result<Report, MigrateError> {
-    let started = Instant::now();
-    if !std::path::Path::new(&format!("/proc/{}", req.pid)).exists() {
-        return Err(MigrateError::NoProcess(req.pid));
+/// Runs blocking work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, MigrateError> {
+    joined(tokio::task::spawn_blocking(f).await)
+}
+
+/// What the source knows about the workload before it connects.
+struct Subject {
+    /// The root process on this host.
+    pid: u32,
+    /// Containers: the bundle on this host.
+    bundle_dir: Option<PathBuf>,
+    /// Containers: the rootfs to archive (none when shared).
+    rootfs: Option<PathBuf>,
+}
+
+fn inspect(workload: &Workload) -> Result<Subject, MigrateError> {
+    match workload {
+        Workload::Process { pid } => {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(MigrateError::NoProcess(*pid));
+            }
+            Ok(Subject {
+                pid: *pid,
+                bundle_dir: None,
+                rootfs: None,
+            })
+        }
+        Workload::Container {
+            id,
+            state_root,
+            shared_rootfs,
+            ..
+        } => {
+            let root = StateRoot::new(state_root.clone());
+            let mut state = root
+                .load(id)
+                .map_err(|e| MigrateError::Container(id.clone(), Box::new(e)))?;
+            state.refresh();
+            if !matches!(state.status, Status::Running | Status::Paused) {
+                return Err(MigrateError::Unavailable(format!(
+                    "container {id} is {}; only a running or paused container can be migrated",
+                    state.status
+                )));
+            }
+            let spec = crabmigrate_runtime::spec::load(&state.bundle)
+                .map_err(|e| MigrateError::Container(id.clone(), Box::new(e)))?;
+            if spec
+                .spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.terminal())
+                .unwrap_or(false)
+            {
+                return Err(MigrateError::Unavailable(format!(
+                    "container {id} has a terminal (process.terminal), whose master stays on this host; migrating it is not supported"
+                )));
+            }
+            Ok(Subject {
+                pid: state.pid,
+                bundle_dir: Some(state.bundle.clone()),
+                rootfs: (!shared_rootfs).then(|| spec.rootfs.clone()),
+            })
+        }
     }
+}
+
+/// Moves `req.workload` to the agent at `req.to`.
+pub async fn migrate(criu: Criu, mut req: MigrateRequest) -> Result<Report, MigrateError> {
+    req.events.restart();
+    let events = req.events.clone();
+    let result = run(criu, &req).await;
+    if let Err(e) = &result {
+        events.emit(Event::Rollback { cause: chain(e) });
+    }
+    result
+}
+
+async fn run(criu: Criu, req: &MigrateRequest) -> Result<Report, MigrateError> {
+    let started = Instant::now();
+    let events = &req.events;
+    let subject = inspect(&req.workload)?;
+    let preflight = events.phase("preflight", None, &Meter::default());
     let socket = transfer::connect(&req.to)
         .await
         .map_err(|e| MigrateError::Connect(req.to.clone(), e))?;
     let (mut tx, mut rx) = SecureChannel::connect(socket, &req.key).await?.split();
     let c = criu.clone();
-    let ours = joined(tokio::task::spawn_blocking(move || make_hello("source", &c)).await)?;
+    let ours = blocking(move || make_hello("source", &c)).await?;
     tx.send(&Envelope::new(Body::Hello(ours.clone()))).await?;
     let theirs = match next(&mut rx).await? {
         Body::Hello(h) if h.protocol_version == PROTOCOL_VERSION => h,
@@ -203,18 +402,40 @@ pub async fn migrate_process(criu: Criu, req: MigrateRequest) -> Result<Report, 
     };
     let (strategy, why) = choose(req.strategy, &ours, &theirs)?;
     tracing::info!(strategy = strategy.wire(), %why, "strategy");
+    events.emit(Event::Strategy {
+        strategy: strategy.wire().into(),
+        why: why.clone(),
+    });
 
     let session = session_name();
-    let estimate = tree_memory(req.pid)
+    let rootfs_size = subject.rootfs.as_deref().map_or(0, dir_size);
+    let estimate = tree_memory(subject.pid)
         .saturating_mul(2)
+        .saturating_add(rootfs_size.saturating_mul(2))
         .saturating_add(64 << 20);
+    let (target_id, shared_rootfs) = match &req.workload {
+        Workload::Container {
+            id,
+            target_id,
+            shared_rootfs,
+            ..
+        } => (
+            target_id.clone().unwrap_or_else(|| id.clone()),
+            *shared_rootfs,
+        ),
+        Workload::Process { .. } => (String::new(), false),
+    };
     tx.send(&Envelope::new(Body::Prepare(Prepare {
         session: session.clone(),
-        workload: "process".into(),
-        id: String::new(),
+        workload: req.workload.kind().into(),
+        id: target_id,
         strategy: strategy.wire().into(),
-        shared_rootfs: false,
-        bundle_path: String::new(),
+        shared_rootfs,
+        bundle_path: subject
+            .bundle_dir
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         tcp_established: req.tcp_established,
         bytes_estimate: estimate,
         health_cmd: match &req.health {
@@ -227,32 +448,38 @@ pub async fn migrate_process(criu: Criu, req: MigrateRequest) -> Result<Report, 
         },
     })))
     .await?;
-    match next(&mut rx).await? {
-        Body::Ack(_) => {}
-        other => return Err(expect("Ack", other)),
-    }
+    expect_ack(&mut rx).await?;
 
-    // Preflight: this CPU's description, checked by the destination.
+    // This CPU's description, checked by the destination.
     let work = tempfile_dir(&req.work_dir, &session)?;
     let cpuinfo_dir = work.path.join("cpuinfo");
     std::fs::create_dir_all(&cpuinfo_dir).map_err(local("create a work directory"))?;
     let c = criu.clone();
     let dir = cpuinfo_dir.clone();
-    joined(
-        tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let images = std::fs::File::open(&dir).map_err(|e| e.to_string())?;
-            let mut s = c.session().map_err(|e| chain(&e))?;
-            s.cpuinfo_dump(&ImagesRequest::new(std::os::fd::AsFd::as_fd(&images)))
-                .map_err(|e| chain(&e))
-        })
-        .await,
-    )?
+    blocking(move || -> Result<(), String> {
+        let images = std::fs::File::open(&dir).map_err(|e| e.to_string())?;
+        let mut s = c.session().map_err(|e| chain(&e))?;
+        s.cpuinfo_dump(&ImagesRequest::new(std::os::fd::AsFd::as_fd(&images)))
+            .map_err(|e| chain(&e))
+    })
+    .await?
     .map_err(MigrateError::Criu)?;
     transfer::send_dir(&mut tx, &cpuinfo_dir, |_| false).await?;
-    match next(&mut rx).await? {
-        Body::Ack(_) => {}
-        other => return Err(expect("Ack", other)),
+    expect_ack(&mut rx).await?;
+
+    // Containers: the bundle's config, checked by the destination.
+    if let Some(bundle_dir) = &subject.bundle_dir {
+        let out = work.path.join("bundle");
+        let from = bundle_dir.clone();
+        let o = out.clone();
+        blocking(move || bundle::export_config(&from, shared_rootfs, &o))
+            .await?
+            .map_err(|e| MigrateError::Container(req_id(&req.workload), Box::new(e)))?;
+        transfer::send_dir(&mut tx, &out, |_| false).await?;
+        expect_ack(&mut rx).await?;
     }
+    preflight.finish();
+
     let images_dir = work.path.join("images");
     std::fs::create_dir_all(&images_dir).map_err(local("create a work directory"))?;
     let link = Link {
@@ -261,14 +488,38 @@ pub async fn migrate_process(criu: Criu, req: MigrateRequest) -> Result<Report, 
         to: req.to.clone(),
         key: req.key.clone(),
         session,
+        wire: Meter::default(),
+    };
+    let job = Job {
+        criu,
+        req,
+        subject,
+        images_dir,
+        work_dir: work.path.clone(),
     };
     let mut report = match strategy {
-        Strategy::PostCopy => post_copy(criu, &req, link, &images_dir).await?,
-        _ => stop_copy(criu, &req, link, &images_dir).await?,
+        Strategy::PostCopy => post_copy(&job, link).await?,
+        Strategy::PreCopy => pre_copy(&job, link).await?,
+        _ => stop_copy(&job, link).await?,
     };
+    // The source copy is gone (CRIU killed it): forget the container here.
+    if let Workload::Container { id, state_root, .. } = &req.workload {
+        let root = StateRoot::new(state_root.clone());
+        if let Err(e) = container::delete(&root, id, true) {
+            tracing::warn!(id, error = %chain(&e), "cannot remove the migrated container's state on the source");
+        }
+    }
+    report.workload = req.workload.kind();
     report.why = why;
     report.total_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(report)
+}
+
+fn req_id(w: &Workload) -> String {
+    match w {
+        Workload::Container { id, .. } => id.clone(),
+        Workload::Process { pid } => pid.to_string(),
+    }
 }
 
 /// The strategy for `asked`, from both hosts' Hellos, and why.
@@ -284,16 +535,16 @@ fn choose(
     };
     match asked {
         Strategy::StopCopy => Ok((Strategy::StopCopy, "asked for".into())),
+        Strategy::PreCopy => Ok((
+            Strategy::PreCopy,
+            "asked for; rounds of leave-running dumps sent as content-hashed chunks (no soft-dirty memory tracking is used)".into(),
+        )),
         Strategy::PostCopy => match post_copy {
             Ok(()) => Ok((Strategy::PostCopy, "asked for".into())),
             Err(why) => Err(MigrateError::Unavailable(format!(
-                "post-copy is not possible: {why}; use --strategy stop-copy"
+                "post-copy is not possible: {why}; use --strategy stop-copy or pre-copy"
             ))),
         },
-        Strategy::PreCopy => Err(MigrateError::Unavailable(
-            "pre-copy is not implemented yet (and this kernel has no soft-dirty tracking); use --strategy post-copy or stop-copy"
-                .into(),
-        )),
         Strategy::Auto => Ok(match post_copy {
             Ok(()) => (
                 Strategy::PostCopy,
@@ -311,6 +562,8 @@ struct Link {
     to: String,
     key: Key,
     session: String,
+    /// Content bytes sent on every connection.
+    wire: Meter,
 }
 
 impl Link {
@@ -355,12 +608,160 @@ impl Link {
     }
 }
 
-async fn stop_copy(
+/// One migration's local facts, shared by the strategies.
+struct Job<'a> {
     criu: Criu,
-    req: &MigrateRequest,
-    mut link: Link,
-    images_dir: &Path,
-) -> Result<Report, MigrateError> {
+    req: &'a MigrateRequest,
+    subject: Subject,
+    images_dir: PathBuf,
+    work_dir: PathBuf,
+}
+
+/// Where a dump's pages go.
+#[derive(Debug, Clone, Copy)]
+enum PagesTo {
+    /// A page server on this loopback port (the tunnel's entry).
+    PageServer(u16),
+    /// Kept here and served lazily on this port.
+    Lazy(u16),
+    /// Into the images directory.
+    Images,
+}
+
+impl Job<'_> {
+    /// Dumps the workload into `dir` on a blocking thread; `notify` sees
+    /// CRIU's notifications (the hand-over holds post-dump).
+    fn dump(
+        &self,
+        dir: &Path,
+        pages: PagesTo,
+        leave_running: bool,
+        mut notify: Option<Handover>,
+    ) -> tokio::task::JoinHandle<Result<Option<DumpStats>, String>> {
+        let criu = self.criu.clone();
+        let workload = self.req.workload.clone();
+        let tcp = self.req.tcp_established;
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let notify = notify.as_mut().map(|n| n as &mut dyn Notify);
+            match workload {
+                Workload::Process { pid } => {
+                    let images = std::fs::File::open(&dir).map_err(|e| e.to_string())?;
+                    let mut request = DumpRequest::new(pid, std::os::fd::AsFd::as_fd(&images));
+                    request.options.tcp_established = tcp;
+                    request.options.leave_running = leave_running;
+                    match pages {
+                        PagesTo::PageServer(port) => {
+                            request.options.page_server = Some(PageServerTarget::Address {
+                                address: "127.0.0.1",
+                                port,
+                            });
+                        }
+                        PagesTo::Lazy(port) => request.lazy_pages_port = Some(port),
+                        PagesTo::Images => {}
+                    }
+                    criu.dump(&request, notify)
+                        .map(|o| o.stats)
+                        .map_err(|e| chain(&e))
+                }
+                Workload::Container { id, state_root, .. } => {
+                    let root = StateRoot::new(state_root);
+                    let opts = CheckpointOptions {
+                        images_dir: dir,
+                        leave_running,
+                        tcp_established: tcp,
+                        page_server: match pages {
+                            PagesTo::PageServer(port) => Some(("127.0.0.1".into(), port)),
+                            _ => None,
+                        },
+                        lazy_pages_port: match pages {
+                            PagesTo::Lazy(port) => Some(port),
+                            _ => None,
+                        },
+                        ..Default::default()
+                    };
+                    container::checkpoint(&criu, &root, &id, &opts, notify)
+                        .map(|o| o.stats)
+                        .map_err(|e| chain(&e))
+                }
+            }
+        })
+    }
+
+    /// Containers: archives the rootfs into `dir` (the workload is frozen
+    /// for the final copy). Returns the archive's size.
+    async fn archive_rootfs(&self, dir: &Path) -> Result<u64, MigrateError> {
+        let Some(rootfs) = self.subject.rootfs.clone() else {
+            return Ok(0);
+        };
+        let tar = dir.join(bundle::ROOTFS_TAR);
+        blocking(move || bundle::archive_rootfs(&rootfs, &tar))
+            .await?
+            .map_err(|e| MigrateError::Container(req_id(&self.req.workload), Box::new(e)))
+    }
+
+    /// Sends the images directory as a digest-checked transfer.
+    async fn send_images(&self, link: &mut Link) -> Result<u64, MigrateError> {
+        let events = &self.req.events;
+        let meter = link.wire.clone();
+        let before = meter.get();
+        let phase = events.phase("images", Some(dir_size(&self.images_dir)), &meter);
+        let sent =
+            transfer::send_dir_metered(&mut link.tx, &self.images_dir, |_| false, &meter).await?;
+        phase.finish();
+        debug_assert!(meter.get() >= before);
+        Ok(sent)
+    }
+}
+
+/// Waits for the frozen hand-over, or reports why the dump failed.
+async fn frozen(
+    job: &Job<'_>,
+    link: &mut Link,
+    frozen_rx: oneshot::Receiver<(Instant, Verdict)>,
+    dump: tokio::task::JoinHandle<Result<Option<DumpStats>, String>>,
+) -> Result<
+    (
+        Instant,
+        Verdict,
+        tokio::task::JoinHandle<Result<Option<DumpStats>, String>>,
+    ),
+    MigrateError,
+> {
+    match frozen_rx.await {
+        Ok((at, verdict)) => {
+            job.req.events.emit(Event::Frozen);
+            Ok((at, verdict, dump))
+        }
+        Err(_) => {
+            let why = match dump.await {
+                Ok(Err(why)) => why,
+                _ => "the dump ended early".into(),
+            };
+            // A dump that failed writing to the page stream usually failed
+            // because of the destination, which says why.
+            let cause = match destination_cause(link).await {
+                Some(theirs) => format!("{theirs} (the source's dump: {why})"),
+                None => format!("the source could not be dumped: {why}"),
+            };
+            link.abort(&cause).await;
+            Err(MigrateError::RolledBack(cause))
+        }
+    }
+}
+
+/// A refusal the destination sent but the source has not read yet (it was
+/// busy sending), within a moment.
+async fn destination_cause(link: &mut Link) -> Option<String> {
+    match tokio::time::timeout(Duration::from_secs(2), link.rx.recv()).await {
+        Ok(Ok(Body::Refuse(r))) => Some(format!("the destination refused: {}", r.reason)),
+        Ok(Ok(Body::Abort(a))) => Some(format!("the destination gave up: {}", a.cause)),
+        _ => None,
+    }
+}
+
+async fn stop_copy(job: &Job<'_>, mut link: Link) -> Result<Report, MigrateError> {
+    let events = &job.req.events;
     // The page stream: CRIU -> loopback -> encrypted data connection.
     match next(&mut link.rx).await? {
         Body::PagesReady(_) => {}
@@ -374,118 +775,296 @@ async fn stop_copy(
         .map_err(local("listen on loopback"))?
         .port();
     let data = link.data("pages").await?;
+    let pages_meter = link.wire.clone();
+    let m = pages_meter.clone();
     let pump = tokio::spawn(async move {
         let (criu_conn, _) = listener.accept().await.map_err(TransferError::Local)?;
-        transfer::pump(criu_conn, data).await
+        transfer::pump_metered(criu_conn, data, m).await
     });
+    let memory = events.phase("memory", Some(tree_memory(job.subject.pid)), &pages_meter);
 
     // The dump runs on a blocking thread; at post-dump it hands control to
     // this task and waits for the verdict.
     let (frozen_tx, frozen_rx) = oneshot::channel::<(Instant, Verdict)>();
-    let dir = images_dir.to_path_buf();
-    let pid = req.pid;
-    let tcp = req.tcp_established;
-    let dump = tokio::task::spawn_blocking(move || {
-        let images = std::fs::File::open(&dir).map_err(|e| e.to_string())?;
-        let mut request = DumpRequest::new(pid, std::os::fd::AsFd::as_fd(&images));
-        request.options.tcp_established = tcp;
-        request.options.page_server = Some(PageServerTarget::Address {
-            address: "127.0.0.1",
-            port: local_port,
-        });
-        let mut handover = Handover::new(frozen_tx, None);
-        criu.dump(&request, Some(&mut handover))
-            .map_err(|e| chain(&e))
-    });
-    let Ok((frozen_at, verdict)) = frozen_rx.await else {
-        let why = match dump.await {
-            Ok(Err(why)) => why,
-            _ => "the dump ended early".into(),
-        };
-        link.abort(&why).await;
-        return Err(MigrateError::RolledBack(format!(
-            "the source could not be dumped: {why}"
-        )));
-    };
+    let dump = job.dump(
+        &job.images_dir,
+        PagesTo::PageServer(local_port),
+        false,
+        Some(Handover::new(frozen_tx, None)),
+    );
+    let (frozen_at, verdict, dump) = frozen(job, &mut link, frozen_rx, dump).await?;
     let cut_over = async {
         let pumped = joined(pump.await)??;
-        let image_bytes = transfer::send_dir(&mut link.tx, images_dir, |_| false).await?;
+        memory.finish();
+        job.archive_rootfs(&job.images_dir).await?;
+        let image_bytes = job.send_images(&mut link).await?;
         let (dest_pid, running_at) = link.commit().await?;
         Ok::<_, MigrateError>((pumped, image_bytes, dest_pid, running_at))
     }
     .await;
     let (pumped, image_bytes, dest_pid, running_at) = match cut_over {
         Ok(x) => x,
-        Err(e) => {
-            let cause = chain(&e);
-            link.abort(&cause).await;
-            let _ = verdict.send(Err(cause.clone()));
-            let _ = dump.await;
-            return Err(MigrateError::RolledBack(cause));
-        }
+        Err(e) => return Err(roll_back(&mut link, verdict, dump, e).await),
     };
     let _ = verdict.send(Ok(()));
-    let frozen_ms = match joined(dump.await)? {
-        Ok(o) => o.stats.map(|s| f64::from(s.frozen_time_us) / 1000.0),
-        Err(why) => {
-            // The destination runs the workload already; the source's CRIU
-            // failing to finish is reported, not rolled back.
-            tracing::warn!(%why, "the source dump reported a failure after commit");
-            None
-        }
-    };
+    let downtime_ms = ms(running_at.duration_since(frozen_at));
+    events.emit(Event::CutOver {
+        destination_pid: dest_pid,
+        downtime_ms,
+    });
+    let frozen_ms = finished_dump(dump).await?;
     Ok(Report {
+        workload: "",
         strategy: "stop-copy",
         why: String::new(),
         page_bytes: pumped.out,
         image_bytes,
+        bytes_on_wire: link.wire.get(),
+        rounds: Vec::new(),
+        converged: None,
         total_ms: 0.0,
-        downtime_ms: running_at.duration_since(frozen_at).as_secs_f64() * 1000.0,
+        downtime_ms,
         criu_frozen_ms: frozen_ms,
         dependent_ms: None,
         destination_pid: dest_pid,
     })
 }
 
-async fn post_copy(
-    criu: Criu,
-    req: &MigrateRequest,
-    mut link: Link,
-    images_dir: &Path,
-) -> Result<Report, MigrateError> {
+/// Resumes the source after a failure before Commit: tells the destination,
+/// refuses post-dump, waits for CRIU.
+async fn roll_back(
+    link: &mut Link,
+    verdict: Verdict,
+    dump: tokio::task::JoinHandle<Result<Option<DumpStats>, String>>,
+    e: MigrateError,
+) -> MigrateError {
+    // A send that failed because the destination hung up: its refusal,
+    // if it sent one, is the real cause.
+    let cause = match &e {
+        MigrateError::Channel(_) | MigrateError::Transfer(_) => destination_cause(link)
+            .await
+            .map(|theirs| format!("{theirs} ({})", chain(&e)))
+            .unwrap_or_else(|| chain(&e)),
+        _ => chain(&e),
+    };
+    link.abort(&cause).await;
+    let _ = verdict.send(Err(cause.clone()));
+    let _ = dump.await;
+    MigrateError::RolledBack(cause)
+}
+
+/// CRIU's frozen time once the committed dump ends.
+async fn finished_dump(
+    dump: tokio::task::JoinHandle<Result<Option<DumpStats>, String>>,
+) -> Result<Option<f64>, MigrateError> {
+    Ok(match joined(dump.await)? {
+        Ok(stats) => stats.map(|s| f64::from(s.frozen_time_us) / 1000.0),
+        Err(why) => {
+            // The destination runs the workload already; the source's CRIU
+            // failing to finish is reported, not rolled back.
+            tracing::warn!(%why, "the source dump reported a failure after commit");
+            None
+        }
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Below this many new bytes a pre-copy round counts as converged.
+const CONVERGED_BYTES: u64 = 2 << 20;
+
+async fn pre_copy(job: &Job<'_>, mut link: Link) -> Result<Report, MigrateError> {
+    let events = &job.req.events;
+    let limits = job.req.pre_copy;
+    let mut sender = ChunkSender::new();
+    let mut rounds: Vec<RoundReport> = Vec::new();
+    let mut rate = 0f64; // bytes per second of the last round's sending
+    let converged;
+    let mut round = 0u32;
+    loop {
+        round += 1;
+        let dir = job.work_dir.join(format!("round-{round}"));
+        std::fs::create_dir_all(&dir).map_err(local("create a work directory"))?;
+        let started = Instant::now();
+        let meter = link.wire.clone();
+        let phase = events.phase(&format!("round {round}"), None, &meter);
+        let stats = joined(job.dump(&dir, PagesTo::Images, true, None).await)?
+            .map_err(MigrateError::Criu)?;
+        job.archive_rootfs(&dir).await?;
+        let d = dir.clone();
+        let files = blocking(move || chunks::hash_dir(&d))
+            .await?
+            .map_err(TransferError::from)?;
+        link.tx
+            .send(&Envelope::new(Body::RoundStart(RoundStart {
+                round,
+                last: false,
+            })))
+            .await?;
+        let send_started = Instant::now();
+        let sent = sender
+            .send(&mut link.tx, &dir, &files, false, &meter)
+            .await?;
+        expect_ack(&mut link.rx).await?;
+        let send_time = send_started.elapsed().as_secs_f64();
+        if send_time > 0.0 && sent.data > 0 {
+            rate = sent.data as f64 / send_time;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        phase.finish();
+        let report = RoundReport {
+            round,
+            bytes_total: sent.total,
+            bytes_sent: sent.data,
+            index_bytes: 0,
+            pages_written: stats.map_or(0, |s| s.pages_written),
+            ms: ms(started.elapsed()),
+            last: false,
+        };
+        events.emit(Event::Round {
+            round,
+            pages_written: report.pages_written,
+            bytes_total: report.bytes_total,
+            bytes_sent: report.bytes_sent,
+            bytes_left: 0,
+            ms: report.ms,
+        });
+        let previous = rounds.last().map(|r| r.bytes_sent);
+        rounds.push(report);
+        // Stop on convergence: little left, no progress, the round limit,
+        // or a final round that fits the budget.
+        let threshold = CONVERGED_BYTES.max(sent.total / 50);
+        if round > 1 && sent.data <= threshold {
+            converged = format!(
+                "round {round} sent {} KiB, below the {} KiB threshold",
+                sent.data >> 10,
+                threshold >> 10
+            );
+            break;
+        }
+        if let Some(prev) = previous {
+            if sent.data.saturating_mul(10) >= prev.saturating_mul(9) {
+                converged = format!(
+                    "round {round} sent {} KiB, not less than round {}'s {} KiB: the workload dirties memory as fast as it is copied",
+                    sent.data >> 10,
+                    round - 1,
+                    prev >> 10
+                );
+                break;
+            }
+        }
+        if let (Some(budget), true) = (limits.downtime_budget, round > 1 && rate > 0.0) {
+            let expected = Duration::from_secs_f64(sent.data as f64 / rate);
+            if expected <= budget {
+                converged = format!(
+                    "the final round should take about {} ms to send, within the {} ms budget",
+                    expected.as_millis(),
+                    budget.as_millis()
+                );
+                break;
+            }
+        }
+        if round >= limits.max_rounds.max(1) {
+            converged = format!("the limit of {} rounds", limits.max_rounds.max(1));
+            break;
+        }
+    }
+    events.emit(Event::Converged {
+        rounds: round,
+        why: converged.clone(),
+    });
+
+    // The final round: frozen, dumped here, only changed chunks sent.
+    let final_round = round + 1;
+    let started = Instant::now();
+    let meter = link.wire.clone();
+    let phase = events.phase(&format!("round {final_round} (final)"), None, &meter);
+    let (frozen_tx, frozen_rx) = oneshot::channel::<(Instant, Verdict)>();
+    let dump = job.dump(
+        &job.images_dir,
+        PagesTo::Images,
+        false,
+        Some(Handover::new(frozen_tx, None)),
+    );
+    let (frozen_at, verdict, dump) = frozen(job, &mut link, frozen_rx, dump).await?;
+    let cut_over = async {
+        job.archive_rootfs(&job.images_dir).await?;
+        let d = job.images_dir.clone();
+        let files = blocking(move || chunks::hash_dir(&d))
+            .await?
+            .map_err(TransferError::from)?;
+        link.tx
+            .send(&Envelope::new(Body::RoundStart(RoundStart {
+                round: final_round,
+                last: true,
+            })))
+            .await?;
+        let sent = sender
+            .send(&mut link.tx, &job.images_dir, &files, true, &meter)
+            .await?;
+        let committed = link.commit().await?;
+        Ok::<_, MigrateError>((sent, committed))
+    }
+    .await;
+    let (sent, (dest_pid, running_at)) = match cut_over {
+        Ok(x) => x,
+        Err(e) => return Err(roll_back(&mut link, verdict, dump, e).await),
+    };
+    let _ = verdict.send(Ok(()));
+    phase.finish();
+    let downtime_ms = ms(running_at.duration_since(frozen_at));
+    events.emit(Event::CutOver {
+        destination_pid: dest_pid,
+        downtime_ms,
+    });
+    let frozen_ms = finished_dump(dump).await?;
+    rounds.push(RoundReport {
+        round: final_round,
+        bytes_total: sent.total,
+        bytes_sent: sent.data,
+        index_bytes: sent.index,
+        pages_written: 0,
+        ms: ms(started.elapsed()),
+        last: true,
+    });
+    Ok(Report {
+        workload: "",
+        strategy: "pre-copy",
+        why: String::new(),
+        page_bytes: 0,
+        image_bytes: 0,
+        bytes_on_wire: rounds.iter().map(|r| r.bytes_sent + r.index_bytes).sum(),
+        rounds,
+        converged: Some(converged),
+        total_ms: 0.0,
+        downtime_ms,
+        criu_frozen_ms: frozen_ms,
+        dependent_ms: None,
+        destination_pid: dest_pid,
+    })
+}
+
+async fn post_copy(job: &Job<'_>, mut link: Link) -> Result<Report, MigrateError> {
+    let events = &job.req.events;
     let lazy_port = free_port()?;
     let (frozen_tx, frozen_rx) = oneshot::channel::<(Instant, Verdict)>();
     let (serving_tx, serving_rx) = oneshot::channel::<()>();
-    let dir = images_dir.to_path_buf();
-    let pid = req.pid;
-    let tcp = req.tcp_established;
-    let dump = tokio::task::spawn_blocking(move || {
-        let images = std::fs::File::open(&dir).map_err(|e| e.to_string())?;
-        let mut request = DumpRequest::new(pid, std::os::fd::AsFd::as_fd(&images));
-        request.options.tcp_established = tcp;
-        request.lazy_pages_port = Some(lazy_port);
-        let mut handover = Handover::new(frozen_tx, Some(serving_tx));
-        criu.dump(&request, Some(&mut handover))
-            .map_err(|e| chain(&e))
-    });
-    let Ok((frozen_at, verdict)) = frozen_rx.await else {
-        let why = match dump.await {
-            Ok(Err(why)) => why,
-            _ => "the dump ended early".into(),
-        };
-        link.abort(&why).await;
-        return Err(MigrateError::RolledBack(format!(
-            "the source could not be dumped: {why}"
-        )));
-    };
+    let dump = job.dump(
+        &job.images_dir,
+        PagesTo::Lazy(lazy_port),
+        false,
+        Some(Handover::new(frozen_tx, Some(serving_tx))),
+    );
+    let (frozen_at, verdict, dump) = frozen(job, &mut link, frozen_rx, dump).await?;
     // Everything but the lazy pages goes first; until the destination has
     // it, refusing post-dump resumes the source.
     let sent = async {
-        let image_bytes = transfer::send_dir(&mut link.tx, images_dir, |_| false).await?;
-        match next(&mut link.rx).await? {
-            Body::Ack(_) => Ok(image_bytes),
-            other => Err(expect("Ack", other)),
-        }
+        job.archive_rootfs(&job.images_dir).await?;
+        let image_bytes = job.send_images(&mut link).await?;
+        expect_ack(&mut link.rx).await?;
+        Ok::<_, MigrateError>(image_bytes)
     }
     .await;
     let image_bytes = match sent {
@@ -510,6 +1089,7 @@ async fn post_copy(
     // CRIU now serves the lazy pages on lazy_port; carry them.
     let serving = tokio::time::timeout(ANSWER_TIMEOUT, serving_rx).await;
     let mut pump = None;
+    let pages_meter = Meter::default();
     let carried = async {
         if !matches!(serving, Ok(Ok(()))) {
             return Err(MigrateError::Criu(
@@ -520,7 +1100,11 @@ async fn post_copy(
         let criu_conn = TcpStream::connect(("127.0.0.1", lazy_port))
             .await
             .map_err(local("connect to CRIU's lazy page server"))?;
-        pump = Some(tokio::spawn(transfer::pump(criu_conn, data)));
+        pump = Some(tokio::spawn(transfer::pump_metered(
+            criu_conn,
+            data,
+            pages_meter.clone(),
+        )));
         link.commit().await
     }
     .await;
@@ -543,7 +1127,17 @@ async fn post_copy(
             return Err(MigrateError::RolledBack(cause));
         }
     };
+    let downtime_ms = ms(running_at.duration_since(frozen_at));
+    events.emit(Event::CutOver {
+        destination_pid: dest_pid,
+        downtime_ms,
+    });
     // The destination runs; pages flow until the last one is fetched.
+    let pages = events.phase(
+        "lazy pages",
+        Some(tree_memory_hint(&job.subject)),
+        &pages_meter,
+    );
     let dumped = joined(dump.await)?;
     let last_page_at = Instant::now();
     let pumped = match pump {
@@ -563,21 +1157,33 @@ async fn post_copy(
             return Err(MigrateError::Criu(format!(
                 "CRIU reports every page served but the page stream failed ({}); check the workload on {}",
                 chain(&e),
-                req.to
+                job.req.to
             )));
         }
     };
+    pages.finish();
+    let dependent_ms = ms(last_page_at.duration_since(running_at));
+    events.emit(Event::LastPage { dependent_ms });
     Ok(Report {
+        workload: "",
         strategy: "post-copy",
         why: String::new(),
         page_bytes: pumped.out,
         image_bytes,
+        bytes_on_wire: link.wire.get() + pumped.out,
+        rounds: Vec::new(),
+        converged: None,
         total_ms: 0.0,
-        downtime_ms: running_at.duration_since(frozen_at).as_secs_f64() * 1000.0,
+        downtime_ms,
         criu_frozen_ms: None,
-        dependent_ms: Some(last_page_at.duration_since(running_at).as_secs_f64() * 1000.0),
+        dependent_ms: Some(dependent_ms),
         destination_pid: dest_pid,
     })
+}
+
+/// The workload's memory, for progress totals (0 if it is gone).
+fn tree_memory_hint(subject: &Subject) -> u64 {
+    tree_memory(subject.pid)
 }
 
 /// How long stopping CRIU's lazy page server after a failure may take.
@@ -682,6 +1288,24 @@ fn tree_memory(pid: u32) -> u64 {
         .sum()
 }
 
+/// Bytes of the regular files under `dir` (an estimate; errors count 0).
+fn dir_size(dir: &Path) -> u64 {
+    fn walk(dir: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => walk(&e.path()),
+                Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => 0,
+            })
+            .sum()
+    }
+    walk(dir)
+}
+
 /// A work directory removed on drop.
 struct WorkDir {
     path: PathBuf,
@@ -693,7 +1317,7 @@ impl Drop for WorkDir {
     }
 }
 
-fn tempfile_dir(base: &std::path::Path, session: &str) -> Result<WorkDir, MigrateError> {
+fn tempfile_dir(base: &Path, session: &str) -> Result<WorkDir, MigrateError> {
     let path = base.join(format!("migrate-{session}"));
     std::fs::create_dir_all(&path)
         .map_err(|e| MigrateError::Local("create a work directory", e))?;
@@ -731,7 +1355,9 @@ mod tests {
             err.to_string().contains("source cannot: small pipes"),
             "{err}"
         );
-        assert!(choose(Strategy::PreCopy, &hello(true, ""), &hello(true, "")).is_err());
+        let (s, why) = choose(Strategy::PreCopy, &hello(false, ""), &hello(false, "")).unwrap();
+        assert_eq!(s, Strategy::PreCopy);
+        assert!(why.contains("content-hashed"), "{why}");
         assert_eq!(
             choose(Strategy::StopCopy, &hello(true, ""), &hello(true, ""))
                 .unwrap()

@@ -24,6 +24,22 @@ pub enum TransferError {
     Protocol(#[from] ProtocolError),
     #[error("the local end of a stream failed")]
     Local(#[source] std::io::Error),
+    #[error(transparent)]
+    Chunks(#[from] crate::chunks::ChunkError),
+}
+
+/// Counts bytes as they go, for progress reports read from another task.
+#[derive(Debug, Clone, Default)]
+pub struct Meter(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Meter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Sends every regular file under `dir` (skipping names `skip` rejects):
@@ -32,6 +48,16 @@ pub async fn send_dir<W: AsyncWrite + Unpin>(
     tx: &mut SecureSender<W>,
     dir: &Path,
     skip: impl Fn(&str) -> bool,
+) -> Result<u64, TransferError> {
+    send_dir_metered(tx, dir, skip, &Meter::default()).await
+}
+
+/// [`send_dir`], counting the content bytes in `meter` as they go.
+pub async fn send_dir_metered<W: AsyncWrite + Unpin>(
+    tx: &mut SecureSender<W>,
+    dir: &Path,
+    skip: impl Fn(&str) -> bool,
+    meter: &Meter,
 ) -> Result<u64, TransferError> {
     let dir_owned = dir.to_path_buf();
     let mut manifest = tokio::task::spawn_blocking(move || manifest::build(&dir_owned))
@@ -63,6 +89,7 @@ pub async fn send_dir<W: AsyncWrite + Unpin>(
             .await?;
             offset += n as u64;
             sent += n as u64;
+            meter.add(n as u64);
         }
     }
     tx.send(&Envelope::new(Body::Ack(crate::protocol::Ack {
@@ -157,9 +184,18 @@ pub struct Pumped {
 /// connection: CRIU's lazy page server takes a plain end of stream for "all
 /// pages served" and would let the source die, while a reset makes it fail
 /// and resume the source.
-pub async fn pump<S>(
+pub async fn pump<S>(local: TcpStream, channel: SecureChannel<S>) -> Result<Pumped, TransferError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    pump_metered(local, channel, Meter::default()).await
+}
+
+/// [`pump`], counting the outgoing bytes in `meter` as they go.
+pub async fn pump_metered<S>(
     mut local: TcpStream,
     channel: SecureChannel<S>,
+    meter: Meter,
 ) -> Result<Pumped, TransferError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -185,6 +221,7 @@ where
                 }
                 tx.send_bytes(&buf[..n]).await?;
                 total += n as u64;
+                meter.add(n as u64);
             }
         };
         let incoming = async {

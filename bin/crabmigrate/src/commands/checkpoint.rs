@@ -160,7 +160,7 @@ fn run_container(
     let pid = crabmigrate_runtime::container::oci_state(&root, id)
         .map(|s| s.pid)
         .unwrap_or(0);
-    let outcome = crabmigrate_runtime::container::checkpoint(&criu, &root, id, &opts)
+    let outcome = crabmigrate_runtime::container::checkpoint(&criu, &root, id, &opts, None)
         .with_context(|| format!("cannot checkpoint container {id}"))?;
     let report = Report {
         id: Some(id),

@@ -1,11 +1,18 @@
 //! `crabmigrate agent` and `crabmigrate migrate`.
 
+use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use crabmigrate_migrate::agent::{self, AgentOptions};
+use crabmigrate_migrate::events::{Event, Events, Observer};
 use crabmigrate_migrate::key::Key;
-use crabmigrate_migrate::source::{self, Health, MigrateRequest, Strategy};
+use crabmigrate_migrate::source::{
+    self, Health, MigrateRequest, PreCopyLimits, Strategy, Workload,
+};
 
 use crate::cli::{AgentArgs, Global, MigrateArgs, StrategyArg};
 
@@ -45,23 +52,43 @@ pub fn agent(global: &Global, args: &AgentArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn migrate(global: &Global, args: &MigrateArgs) -> anyhow::Result<ExitCode> {
-    if let Some(id) = &args.id {
-        bail!("migrating container {id} is not supported yet; move a process tree with --pid");
-    }
-    let pid = args
-        .pid
-        .context("give --pid PID (the root of the tree to move)")?;
+    let workload = match (&args.id, args.pid) {
+        (Some(id), _) => Workload::Container {
+            id: id.clone(),
+            state_root: global.root.clone(),
+            target_id: args.target_id.clone(),
+            shared_rootfs: args.shared_rootfs,
+        },
+        (None, Some(pid)) => Workload::Process { pid },
+        (None, None) => bail!("give a container ID or --pid PID (the root of the tree to move)"),
+    };
+    let what = match &workload {
+        Workload::Container { id, .. } => format!("container {id}"),
+        Workload::Process { pid } => format!("process {pid}"),
+    };
     let key = Key::load(&args.key_file)?;
     let criu = super::criu(global)?;
+    let events_out: Option<Box<dyn Write + Send>> = match args.events.as_deref() {
+        None => None,
+        Some(p) if p == Path::new("-") => Some(Box::new(std::io::stdout())),
+        Some(p) => Some(Box::new(std::fs::File::create(p).with_context(|| {
+            format!("cannot create the events file {}", p.display())
+        })?)),
+    };
+    let observer = Arc::new(Progress::new(events_out, !args.json));
     let request = MigrateRequest {
         to: args.to.clone(),
         key,
-        pid,
+        workload,
         strategy: match args.strategy {
             StrategyArg::Auto => Strategy::Auto,
             StrategyArg::StopCopy => Strategy::StopCopy,
             StrategyArg::PostCopy => Strategy::PostCopy,
             StrategyArg::PreCopy => Strategy::PreCopy,
+        },
+        pre_copy: PreCopyLimits {
+            max_rounds: args.max_rounds,
+            downtime_budget: args.downtime_budget.map(Duration::from_millis),
         },
         tcp_established: args.tcp_established,
         work_dir: args.work_dir.clone(),
@@ -70,24 +97,37 @@ pub fn migrate(global: &Global, args: &MigrateArgs) -> anyhow::Result<ExitCode> 
             (None, Some(port)) => Health::Tcp(port),
             (None, None) => Health::None,
         },
+        events: Events::new(Some(observer.clone() as Arc<dyn Observer>)),
     };
-    let report = runtime()?
-        .block_on(source::migrate_process(criu, request))
-        .with_context(|| format!("cannot migrate process {pid} to {}", args.to))?;
+    let result = runtime()?.block_on(source::migrate(criu, request));
+    observer.clear();
+    let report = result.with_context(|| format!("cannot migrate {what} to {}", args.to))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let mut line = format!(
-            "migrated process {pid} to {} (pid {} there) with {} ({}): downtime {:.1} ms, total {:.1} ms, {} MiB of pages and {} KiB of other images sent",
+            "migrated {what} to {} (pid {} there) with {} ({}): downtime {:.1} ms, total {:.1} ms, {} on the wire",
             args.to,
             report.destination_pid,
             report.strategy,
             report.why,
             report.downtime_ms,
             report.total_ms,
-            report.page_bytes >> 20,
-            report.image_bytes >> 10
+            human_bytes(report.bytes_on_wire),
         );
+        if !report.rounds.is_empty() {
+            let sent: Vec<String> = report
+                .rounds
+                .iter()
+                .map(|r| human_bytes(r.bytes_sent))
+                .collect();
+            line.push_str(&format!(
+                "; {} rounds sending {} (stopped: {})",
+                report.rounds.len(),
+                sent.join(", "),
+                report.converged.as_deref().unwrap_or("")
+            ));
+        }
         if let Some(ms) = report.dependent_ms {
             line.push_str(&format!(
                 "; the last page arrived {ms:.1} ms after the destination started"
@@ -96,4 +136,150 @@ pub fn migrate(global: &Global, args: &MigrateArgs) -> anyhow::Result<ExitCode> 
         println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn human_bytes(n: u64) -> String {
+    if n >= 10 << 20 {
+        format!("{} MiB", n >> 20)
+    } else if n >= 10 << 10 {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// Shows a migration's events: progress bars on a terminal (plain lines on
+/// standard error otherwise), and JSON lines to `--events`.
+struct Progress {
+    json: Mutex<Option<Box<dyn Write + Send>>>,
+    bar: Mutex<Option<indicatif::ProgressBar>>,
+    terminal: bool,
+    show: bool,
+}
+
+impl Progress {
+    fn new(json: Option<Box<dyn Write + Send>>, show: bool) -> Self {
+        Self {
+            json: Mutex::new(json),
+            bar: Mutex::new(None),
+            terminal: std::io::stderr().is_terminal(),
+            show,
+        }
+    }
+
+    /// Removes a bar still on screen.
+    fn clear(&self) {
+        if let Ok(mut bar) = self.bar.lock() {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+        }
+    }
+
+    fn line(&self, text: &str) {
+        if !self.show {
+            return;
+        }
+        match self.bar.lock().ok().as_ref().and_then(|b| b.as_ref()) {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn start_bar(&self, phase: &str, total: Option<u64>) {
+        if !(self.show && self.terminal) {
+            return;
+        }
+        let bar = match total {
+            Some(t) if t > 0 => indicatif::ProgressBar::new(t),
+            _ => indicatif::ProgressBar::new_spinner(),
+        };
+        let template = if total.is_some() {
+            "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
+        } else {
+            "{prefix:>12} {spinner} {bytes} {binary_bytes_per_sec} {elapsed}"
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(phase.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        if let Ok(mut slot) = self.bar.lock() {
+            if let Some(old) = slot.replace(bar) {
+                old.finish_and_clear();
+            }
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn event(&self, since_start: Duration, event: &Event) {
+        if let Ok(mut json) = self.json.lock() {
+            if let Some(out) = json.as_mut() {
+                let mut value = serde_json::to_value(event).unwrap_or_default();
+                if let Some(map) = value.as_object_mut() {
+                    map.insert(
+                        "t_ms".into(),
+                        serde_json::json!((since_start.as_secs_f64() * 1e6).round() / 1e3),
+                    );
+                }
+                let _ = writeln!(out, "{value}");
+                let _ = out.flush();
+            }
+        }
+        match event {
+            Event::Strategy { strategy, why } => self.line(&format!("strategy: {strategy} ({why})")),
+            Event::PhaseStarted { phase, total } => {
+                if self.terminal {
+                    self.start_bar(phase, *total);
+                } else {
+                    self.line(&format!("{phase}: started"));
+                }
+            }
+            Event::Progress { bytes, total, .. } => {
+                if let Ok(bar) = self.bar.lock() {
+                    if let Some(bar) = bar.as_ref() {
+                        if let Some(t) = total {
+                            if *bytes > *t {
+                                bar.set_length(*bytes);
+                            }
+                        }
+                        bar.set_position(*bytes);
+                    }
+                }
+            }
+            Event::PhaseFinished { phase, ms, bytes } => {
+                self.clear();
+                self.line(&format!(
+                    "{phase}: done in {ms:.0} ms, {} sent",
+                    human_bytes(*bytes)
+                ));
+            }
+            Event::Round {
+                round,
+                bytes_total,
+                bytes_sent,
+                ..
+            } => self.line(&format!(
+                "round {round}: {} new of {}",
+                human_bytes(*bytes_sent),
+                human_bytes(*bytes_total)
+            )),
+            Event::Converged { why, .. } => self.line(&format!("pre-copy stops: {why}")),
+            Event::Frozen => self.line("frozen on the source"),
+            Event::CutOver {
+                destination_pid,
+                downtime_ms,
+            } => self.line(&format!(
+                "cut over: runs on the destination as pid {destination_pid} after {downtime_ms:.1} ms of downtime"
+            )),
+            Event::LastPage { dependent_ms } => self.line(&format!(
+                "last page arrived {dependent_ms:.1} ms after the cut-over"
+            )),
+            Event::Rollback { cause } => {
+                self.clear();
+                self.line(&format!("rolled back: {cause}"));
+            }
+        }
+    }
 }

@@ -200,7 +200,7 @@ fn run_container(global: &Global, id: &str, args: &RestoreArgs) -> anyhow::Resul
         external: args.external.iter().cloned().map(External::raw).collect(),
         log_level: common::log_level(args.criu_log_level),
     };
-    let restored = container::restore(&criu, &root, id, &opts)
+    let restored = container::restore(&criu, &root, id, &opts, None)
         .with_context(|| format!("cannot restore container {id}"))?;
     for warning in &restored.warnings {
         eprintln!("crabmigrate: warning: {warning}");

@@ -1,0 +1,272 @@
+//! Successful migrations by strategy, between the same two namespace hosts
+//! as the rest of `migration` (whose helpers this module uses):
+//!
+//! - a busybox counter container moves with stop-copy, pre-copy and
+//!   post-copy: the counter goes on in the destination's copy of the rootfs,
+//!   the destination's runtime lists the container as running, and the
+//!   source has neither the container nor a counting process;
+//! - a 256 MiB process moves with post-copy and its memory checksum is
+//!   intact once every page has arrived;
+//! - pre-copy on this kernel (no soft-dirty tracking) takes the
+//!   content-hash path and sends far less in its final round than in its
+//!   first, because the workload dirties little.
+//!
+//! The source container is created in the host's network namespace (it has
+//! its own anyway); `crabmigrate migrate` runs in `src`, the agent in `dst`.
+//! On one machine both "hosts" share the cgroup tree, so the container is
+//! renamed on the way (`--target-id`): the frozen source and the held
+//! destination copy must not share a cgroup.
+
+use super::*;
+use crate::container_cr::{counter_bundle, wait_continues, Count};
+use testkit::Runtime;
+
+/// Force-deletes a container of the agent's state root on drop.
+struct DestinationContainer {
+    root: PathBuf,
+    id: String,
+}
+
+impl DestinationContainer {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = testkit::crabmigrate();
+        cmd.arg("--root").arg(&self.root).args(args);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+}
+
+impl Drop for DestinationContainer {
+    fn drop(&mut self) {
+        let _ = self.command(&["delete", "--force", &self.id]).output();
+    }
+}
+
+fn container_moves(strategy: &str, tag: &str) {
+    let lab = Lab::new(tag);
+    let agent = lab.agent(&lab.key, &lab.dir("agent-work"));
+    let rt = Runtime::new();
+    let bundle = counter_bundle();
+    let id = testkit::container_id(tag);
+    let target = format!("{id}-dst");
+    let status = rt
+        .command(&[
+            "run",
+            "-d",
+            "--bundle",
+            bundle.path().to_str().unwrap(),
+            &id,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "run -d {id} failed ({status})");
+    let dest = DestinationContainer {
+        root: lab.tmp.path().join("agent-root"),
+        id: target.clone(),
+    };
+    let src_rootfs = bundle.rootfs();
+    let before = crate::container_cr::wait_count(&src_rootfs, "reached 3", |c| c.n >= 3);
+
+    let mut run = Running::start(
+        lab.hosts
+            .src
+            .command(testkit::program("crabmigrate"))
+            .arg("--root")
+            .arg(rt.root.path())
+            .args([
+                "migrate",
+                &id,
+                "--strategy",
+                strategy,
+                "--target-id",
+                &target,
+            ])
+            .args(["--to", &lab.agent_addr(), "--key-file"])
+            .arg(&lab.key)
+            .arg("--work-dir")
+            .arg(lab.dir("migrate-work"))
+            .args(["--json", "--events"])
+            .arg(lab.tmp.path().join("events.jsonl")),
+    );
+    let done = finish(&mut run, strategy);
+    assert!(
+        done.status.success(),
+        "{strategy}: migrate failed ({}): {}\nagent: {}",
+        done.status,
+        done.stderr,
+        agent.log()
+    );
+    let report: serde_json::Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("{strategy}: the report is not JSON ({e}): {}", done.stdout));
+    println!("container {strategy}: {:?}: {report}", done.took);
+    assert_eq!(report["workload"], "container", "{report}");
+    assert_eq!(report["strategy"], strategy, "{report}");
+
+    // The destination runs it, from its own copy of the rootfs.
+    let state: serde_json::Value = serde_json::from_slice(
+        &dest
+            .command(&["state", &target])
+            .output()
+            .expect("state runs")
+            .stdout,
+    )
+    .unwrap_or_default();
+    assert_eq!(state["status"], "running", "{strategy}: {state}");
+    assert_eq!(
+        state["pid"].as_u64(),
+        report["destination_pid"].as_u64(),
+        "{strategy}: {state} vs {report}"
+    );
+    let dst_rootfs = agent.work.join("bundles").join(&target).join("rootfs");
+    let after = wait_continues(&dst_rootfs, &before);
+    println!("container {strategy}: counted on from {before:?} to {after:?}");
+
+    // The source has nothing left: no state, no counting.
+    let gone = rt.run(&["state", &id]);
+    assert!(
+        !gone.status.success(),
+        "{strategy}: the source still lists {id}: {}",
+        String::from_utf8_lossy(&gone.stdout)
+    );
+    let last = Count::read(&src_rootfs).expect("the source's counter file");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        Count::read(&src_rootfs),
+        Some(last),
+        "{strategy}: the source still counts"
+    );
+
+    // The events file tells the story in order.
+    let events = std::fs::read_to_string(lab.tmp.path().join("events.jsonl")).unwrap();
+    let kinds: Vec<String> = events
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for wanted in ["strategy", "phase-started", "frozen", "cut-over"] {
+        assert!(
+            kinds.iter().any(|k| k == wanted),
+            "{strategy}: no {wanted} event in {events}"
+        );
+    }
+    assert!(!kinds.iter().any(|k| k == "rollback"), "{events}");
+
+    drop(dest);
+    agent.wait_sessions_gone();
+}
+
+#[test]
+fn container_moves_with_stop_copy() {
+    if testkit::real_criu("container_moves_with_stop_copy").is_none() {
+        return;
+    }
+    container_moves("stop-copy", "mcstop");
+}
+
+#[test]
+fn container_moves_with_pre_copy() {
+    if testkit::real_criu("container_moves_with_pre_copy").is_none() {
+        return;
+    }
+    container_moves("pre-copy", "mcpre");
+}
+
+#[test]
+fn container_moves_with_post_copy() {
+    if testkit::real_criu("container_moves_with_post_copy").is_none() {
+        return;
+    }
+    container_moves("post-copy", "mcpost");
+}
+
+#[test]
+fn post_copy_moves_256_mib_with_its_checksum_intact() {
+    if testkit::real_criu("post_copy_moves_256_mib_with_its_checksum_intact").is_none() {
+        return;
+    }
+    let lab = Lab::new("mpost");
+    let agent = lab.agent(&lab.key, &lab.dir("agent-work"));
+    let mut src = lab.source(256, false);
+    src.outer.wait_tick(2, PATIENCE);
+    let before = src.tick();
+    let mut run = lab.migrate_with(
+        "post-copy",
+        src.inner,
+        &lab.agent_addr(),
+        &lab.key,
+        &["--json"],
+    );
+    let done = finish(&mut run, "post-copy");
+    assert!(
+        done.status.success(),
+        "post-copy failed ({}): {}\nagent: {}",
+        done.status,
+        done.stderr,
+        agent.log()
+    );
+    let report: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    println!("post-copy 256 MiB: {report}");
+    assert_eq!(report["strategy"], "post-copy");
+    assert!(
+        report["page_bytes"].as_u64().unwrap() >= 200 << 20,
+        "most pages came lazily: {report}"
+    );
+    assert!(report["dependent_ms"].as_f64().is_some(), "{report}");
+    // The checksum covers all 256 MiB: every page arrived intact.
+    let restored = assert_moved(&lab, &mut src, &report, &before, "post-copy");
+    assert!(restored.alive());
+    agent.wait_sessions_gone();
+}
+
+#[test]
+fn pre_copy_final_round_is_smaller_than_the_first() {
+    if testkit::real_criu("pre_copy_final_round_is_smaller_than_the_first").is_none() {
+        return;
+    }
+    let lab = Lab::new("mprec");
+    let agent = lab.agent(&lab.key, &lab.dir("agent-work"));
+    let mut src = lab.source(64, false);
+    src.outer.wait_tick(2, PATIENCE);
+    let before = src.tick();
+    let mut run = lab.migrate_with(
+        "pre-copy",
+        src.inner,
+        &lab.agent_addr(),
+        &lab.key,
+        &["--json", "--max-rounds", "3"],
+    );
+    let done = finish(&mut run, "pre-copy");
+    assert!(
+        done.status.success(),
+        "pre-copy failed ({}): {}\nagent: {}",
+        done.status,
+        done.stderr,
+        agent.log()
+    );
+    let report: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    println!("pre-copy 64 MiB: {report}");
+    assert_eq!(report["strategy"], "pre-copy");
+    let rounds = report["rounds"].as_array().expect("rounds");
+    assert!(rounds.len() >= 2, "{report}");
+    let first = rounds[0]["bytes_sent"].as_u64().unwrap();
+    let last = rounds.last().unwrap();
+    assert_eq!(last["last"], true, "{report}");
+    let final_sent = last["bytes_sent"].as_u64().unwrap();
+    assert!(
+        first >= 64 << 20,
+        "the first round carries the memory: {report}"
+    );
+    assert!(
+        final_sent * 10 < first,
+        "the final round sends under a tenth of the first: {report}"
+    );
+    let restored = assert_moved(&lab, &mut src, &report, &before, "pre-copy");
+    assert!(restored.alive());
+    agent.wait_sessions_gone();
+}
