@@ -9,7 +9,13 @@
 //!   intact once every page has arrived;
 //! - pre-copy on this kernel (no soft-dirty tracking) takes the
 //!   content-hash path and sends far less in its final round than in its
-//!   first, because the workload dirties little.
+//!   first, because the workload dirties little;
+//! - a restore that fails on the destination (a pid the frozen source still
+//!   holds) rolls back with CRIU's cause;
+//! - a container holding a TCP socket with `--tcp-established`: CRIU 4.1.1
+//!   cannot dump inet sockets on Linux 6.16+, so the migration must fail
+//!   with that cause and the container keep running on the source (the
+//!   issue's third-namespace client test waits for a CRIU that can).
 //!
 //! The source container is created in the host's network namespace (it has
 //! its own anyway); `crabmigrate migrate` runs in `src`, the agent in `dst`.
@@ -269,4 +275,130 @@ fn pre_copy_final_round_is_smaller_than_the_first() {
     let restored = assert_moved(&lab, &mut src, &report, &before, "pre-copy");
     assert!(restored.alive());
     agent.wait_sessions_gone();
+}
+
+#[test]
+fn a_restore_failing_on_the_destination_rolls_back() {
+    if testkit::real_criu("a_restore_failing_on_the_destination_rolls_back").is_none() {
+        return;
+    }
+    let lab = Lab::new("mrfail");
+    let mut agent = lab.agent(&lab.key, &lab.dir("agent-work"));
+    // No pid namespace: on one machine the frozen source still holds the
+    // pid the destination's CRIU must give the copy, so the restore there
+    // fails for real ("pid in use").
+    let dir = lab.dir("plain");
+    let state = dir.join("state");
+    let mut cmd = lab.hosts.src.command(workload_program(&dir));
+    cmd.args(["--setsid", "--mem-mib", "16", "--out"])
+        .arg(&state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let workload = Workload::spawn(cmd, &state);
+    let pid = workload.pid();
+    let before = workload.wait_tick(2, PATIENCE);
+
+    let mut run = lab.migrate(pid, &lab.agent_addr(), &lab.key, &[]);
+    let done = finish(&mut run, "restore fails");
+    let line = assert_rolled_back(&done, "restore fails");
+    assert!(
+        line.contains("restore failed on the destination"),
+        "the cause reaches the user: {line}"
+    );
+    println!("restore fails: {line}");
+    let after = continued(&state, &before);
+    assert_eq!(after.checksum, before.checksum, "memory intact");
+    assert_eq!(after.pid, before.pid, "the same process counts on");
+    assert!(
+        matches!(proc_state(pid), Some('R' | 'S' | 'D')),
+        "the source is not frozen: {:?}",
+        proc_state(pid)
+    );
+    assert!(agent.running(), "the agent died: {}", agent.log());
+    agent.wait_sessions_gone();
+    assert_nothing_on(&lab.hosts.dst, Some(agent.pid()), "restore fails");
+}
+
+#[test]
+fn a_container_with_a_tcp_socket_never_runs_twice() {
+    if testkit::real_criu("a_container_with_a_tcp_socket_never_runs_twice").is_none() {
+        return;
+    }
+    // A listening TCP socket beside the counter. CRIU 4.1.1 cannot dump
+    // inet sockets on Linux 6.16+ (criu #2705): the migration must then
+    // fail with that cause and the remedy, and the container keep running
+    // on the source; with a CRIU that can, it must move.
+    let lab = Lab::new("mctcp");
+    let agent = lab.agent(&lab.key, &lab.dir("agent-work"));
+    let rt = Runtime::new();
+    let script = format!(
+        "nc -l -p 7777 </dev/null >/dev/null 2>&1 & {}",
+        crate::container_cr::COUNTER
+    );
+    let bundle = testkit::BusyboxBundle::new(&["sh", "-c", &script]);
+    for applet in ["mv", "rm"] {
+        std::os::unix::fs::symlink("busybox", bundle.rootfs().join("bin").join(applet)).unwrap();
+    }
+    let id = testkit::container_id("mctcp");
+    let target = format!("{id}-dst");
+    let status = rt
+        .command(&[
+            "run",
+            "-d",
+            "--bundle",
+            bundle.path().to_str().unwrap(),
+            &id,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "run -d {id} failed ({status})");
+    let _dest = DestinationContainer {
+        root: lab.tmp.path().join("agent-root"),
+        id: target.clone(),
+    };
+    let rootfs = bundle.rootfs();
+    let before = crate::container_cr::wait_count(&rootfs, "reached 3", |c| c.n >= 3);
+    let mut run = Running::start(
+        lab.hosts
+            .src
+            .command(testkit::program("crabmigrate"))
+            .arg("--root")
+            .arg(rt.root.path())
+            .args([
+                "migrate",
+                &id,
+                "--tcp-established",
+                "--strategy",
+                "stop-copy",
+            ])
+            .args([
+                "--target-id",
+                &target,
+                "--to",
+                &lab.agent_addr(),
+                "--key-file",
+            ])
+            .arg(&lab.key)
+            .arg("--work-dir")
+            .arg(lab.dir("migrate-work")),
+    );
+    let done = finish(&mut run, "tcp");
+    if done.status.success() {
+        println!("tcp: this CRIU dumps inet sockets: {}", done.stdout);
+        let dst_rootfs = agent.work.join("bundles").join(&target).join("rootfs");
+        wait_continues(&dst_rootfs, &before);
+        assert!(!rt.run(&["state", &id]).status.success());
+    } else {
+        let line = assert_rolled_back(&done, "tcp");
+        println!("tcp: {line}");
+        assert!(line.contains("TCP or UDP sockets"), "{line}");
+        let state = rt.state(&id);
+        assert_eq!(state["status"], "running", "{state}");
+        let now = Count::read(&rootfs).unwrap();
+        wait_continues(&rootfs, &now);
+        agent.wait_sessions_gone();
+    }
 }

@@ -400,7 +400,7 @@ async fn run(criu: Criu, req: &MigrateRequest) -> Result<Report, MigrateError> {
         Body::Hello(h) if h.protocol_version == PROTOCOL_VERSION => h,
         other => return Err(expect("Hello", other)),
     };
-    let (strategy, why) = choose(req.strategy, &ours, &theirs)?;
+    let (strategy, why) = choose(req.strategy, &ours, &theirs, tree_memory(subject.pid))?;
     tracing::info!(strategy = strategy.wire(), %why, "strategy");
     events.emit(Event::Strategy {
         strategy: strategy.wire().into(),
@@ -522,11 +522,18 @@ fn req_id(w: &Workload) -> String {
     }
 }
 
-/// The strategy for `asked`, from both hosts' Hellos, and why.
+/// At or below this much memory, auto picks stop-copy: it moves the
+/// workload in a fraction of a second, with no window in which the
+/// workload depends on both hosts.
+const SMALL_WORKLOAD: u64 = 64 << 20;
+
+/// The strategy for `asked`, from both hosts' Hellos and the workload's
+/// resident memory, and why.
 fn choose(
     asked: Strategy,
     ours: &Hello,
     theirs: &Hello,
+    memory: u64,
 ) -> Result<(Strategy, String), MigrateError> {
     let post_copy = match (ours.post_copy, theirs.post_copy) {
         (true, true) => Ok(()),
@@ -545,12 +552,25 @@ fn choose(
                 "post-copy is not possible: {why}; use --strategy stop-copy or pre-copy"
             ))),
         },
+        Strategy::Auto if memory <= SMALL_WORKLOAD => Ok((
+            Strategy::StopCopy,
+            format!(
+                "auto: the workload holds {} MiB, which stop-copy moves at once, without a time in which it depends on both hosts",
+                memory >> 20
+            ),
+        )),
         Strategy::Auto => Ok(match post_copy {
             Ok(()) => (
                 Strategy::PostCopy,
-                "auto: both hosts support lazy pages, so the workload stops only for its non-lazy state".into(),
+                format!(
+                    "auto: the workload holds {} MiB and both hosts support lazy pages, so it stops only for its non-lazy state",
+                    memory >> 20
+                ),
             ),
-            Err(why) => (Strategy::StopCopy, format!("auto: post-copy is not possible ({why})")),
+            Err(why) => (
+                Strategy::StopCopy,
+                format!("auto: post-copy is not possible ({why})"),
+            ),
         }),
     }
 }
@@ -1339,27 +1359,40 @@ mod tests {
 
     #[test]
     fn auto_picks_post_copy_only_where_both_hosts_can() {
-        let (s, why) = choose(Strategy::Auto, &hello(true, ""), &hello(true, "")).unwrap();
+        const BIG: u64 = 1 << 30;
+        let (s, why) = choose(Strategy::Auto, &hello(true, ""), &hello(true, ""), BIG).unwrap();
         assert_eq!(s, Strategy::PostCopy);
         assert!(why.contains("lazy pages"), "{why}");
-        let (s, why) = choose(Strategy::Auto, &hello(true, ""), &hello(false, "no uffd")).unwrap();
+        let (s, why) = choose(
+            Strategy::Auto,
+            &hello(true, ""),
+            &hello(false, "no uffd"),
+            BIG,
+        )
+        .unwrap();
         assert_eq!(s, Strategy::StopCopy);
         assert!(why.contains("destination cannot: no uffd"), "{why}");
+        let (s, why) =
+            choose(Strategy::Auto, &hello(true, ""), &hello(true, ""), 16 << 20).unwrap();
+        assert_eq!(s, Strategy::StopCopy, "a small workload moves at once");
+        assert!(why.contains("16 MiB"), "{why}");
         let err = choose(
             Strategy::PostCopy,
             &hello(false, "small pipes"),
             &hello(true, ""),
+            BIG,
         )
         .unwrap_err();
         assert!(
             err.to_string().contains("source cannot: small pipes"),
             "{err}"
         );
-        let (s, why) = choose(Strategy::PreCopy, &hello(false, ""), &hello(false, "")).unwrap();
+        let (s, why) =
+            choose(Strategy::PreCopy, &hello(false, ""), &hello(false, ""), BIG).unwrap();
         assert_eq!(s, Strategy::PreCopy);
         assert!(why.contains("content-hashed"), "{why}");
         assert_eq!(
-            choose(Strategy::StopCopy, &hello(true, ""), &hello(true, ""))
+            choose(Strategy::StopCopy, &hello(true, ""), &hello(true, ""), BIG)
                 .unwrap()
                 .0,
             Strategy::StopCopy
