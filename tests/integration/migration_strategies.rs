@@ -402,3 +402,73 @@ fn a_container_with_a_tcp_socket_never_runs_twice() {
         agent.wait_sessions_gone();
     }
 }
+
+#[test]
+fn a_destination_dying_after_the_commit_leaves_the_source_stopped_not_resumed() {
+    if testkit::real_criu(
+        "a_destination_dying_after_the_commit_leaves_the_source_stopped_not_resumed",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let lab = Lab::new("mdoubt");
+    let work = lab.dir("agent-work");
+    // An agent that exits right after it committed, before it answers.
+    let agent = Running::start(
+        lab.hosts
+            .dst
+            .command(testkit::program("crabmigrate"))
+            .env("CRABMIGRATE_FAULT", "exit-after-commit")
+            .args(["--log-level", "info", "--root"])
+            .arg(lab.tmp.path().join("agent-root"))
+            .args(["agent", "--listen", &lab.agent_addr(), "--key-file"])
+            .arg(&lab.key)
+            .arg("--work-dir")
+            .arg(&work),
+    );
+    let ready = wait_until(PATIENCE, || {
+        agent.stderr().contains("agent listening on ").then_some(())
+    });
+    assert!(ready.is_some(), "agent: {}", agent.stderr());
+    let src = lab.source(16, false);
+    let before = src.outer.wait_tick(2, PATIENCE);
+
+    let mut run = lab.migrate(src.inner, &lab.agent_addr(), &lab.key, &[]);
+    let done = finish(&mut run, "in doubt");
+    let line = assert_failed(&done, &["after the commit", "kept stopped"], "in doubt");
+    println!("in doubt: {line}");
+    assert!(!line.contains("rolled back"), "{line}");
+    // The destination's copy runs (it committed); the source's is stopped,
+    // neither resumed (two copies) nor killed.
+    let copy = agent
+        .stderr()
+        .lines()
+        .find(|l| l.contains("exit-after-commit"))
+        .and_then(|l| {
+            l.split("pid=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .map(PidGuard::new)
+        .unwrap_or_else(|| panic!("no committed pid in the agent's log: {}", agent.stderr()));
+    assert!(copy.alive(), "the destination's copy runs");
+    let stopped = wait_until(PATIENCE, || {
+        (proc_state(src.inner) == Some('T')).then_some(())
+    });
+    assert!(
+        stopped.is_some(),
+        "the source is stopped: state {:?}",
+        proc_state(src.inner)
+    );
+    // Both copies share the state file; the one counting on is the
+    // destination's, with its memory intact.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(proc_state(src.inner), Some('T'), "the source stays stopped");
+    let counting = continued(&src.state, &before);
+    assert_eq!(counting.checksum, before.checksum);
+    drop(copy);
+}

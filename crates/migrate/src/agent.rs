@@ -602,6 +602,13 @@ async fn session(
         Ok(pid) => pid,
         Err(why) => return Err(refuse(tx, format!("restore failed after commit: {why}")).await),
     };
+    if std::env::var_os(FAULT_ENV).is_some_and(|v| v == "exit-after-commit") {
+        // Fault injection for tests: the destination dies after it
+        // committed, before the source hears of it.
+        tracing::warn!(pid, "{FAULT_ENV}=exit-after-commit: exiting");
+        #[allow(clippy::exit)] // an abrupt death is the point
+        std::process::exit(70);
+    }
     if let Err(why) = health_check(&prepare).await {
         // The source is still frozen (stop-copy, pre-copy) or serving
         // pages (post-copy): drop this copy and let it resume.
@@ -896,6 +903,10 @@ impl Notify for Hold {
         }
     }
 }
+
+/// Fault injection for tests: `exit-after-commit` makes the agent exit
+/// right after it committed a migration, before it tells the source.
+pub const FAULT_ENV: &str = "CRABMIGRATE_FAULT";
 
 /// How long a restored copy waits for the source's decision.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -262,6 +262,10 @@ pub enum MigrateError {
     Local(&'static str, #[source] std::io::Error),
     #[error("CRIU on the source failed: {0}")]
     Criu(String),
+    /// The source sent Commit but never learned the outcome: the workload
+    /// may run on the destination, so it is kept stopped here.
+    #[error("{0}")]
+    InDoubt(String),
 }
 
 fn expect(expected: &'static str, got: Body) -> MigrateError {
@@ -609,12 +613,20 @@ impl Link {
             other => return Err(expect("Restored", other)),
         };
         tracing::info!(pid = restored.pid, "destination restored, committing");
+        // From here on the source never resumes on its own: the destination
+        // may run the workload as soon as Commit arrives. Only a refusal
+        // (its copy is gone) lets the source resume; anything else leaves
+        // the outcome in doubt.
+        let in_doubt = |e: MigrateError| MigrateError::InDoubt(chain(&e));
         self.tx
             .send(&Envelope::new(Body::Commit(Commit {})))
-            .await?;
-        match next(&mut self.rx).await? {
-            Body::Committed(c) => Ok((c.pid, Instant::now())),
-            other => Err(expect("Committed", other)),
+            .await
+            .map_err(|e| in_doubt(e.into()))?;
+        match next(&mut self.rx).await {
+            Ok(Body::Committed(c)) => Ok((c.pid, Instant::now())),
+            Ok(refusal @ (Body::Refuse(_) | Body::Abort(_))) => Err(expect("Committed", refusal)),
+            Ok(other) => Err(in_doubt(expect("Committed", other))),
+            Err(e) => Err(in_doubt(e)),
         }
     }
 
@@ -824,7 +836,7 @@ async fn stop_copy(job: &Job<'_>, mut link: Link) -> Result<Report, MigrateError
     .await;
     let (pumped, image_bytes, dest_pid, running_at) = match cut_over {
         Ok(x) => x,
-        Err(e) => return Err(roll_back(&mut link, verdict, dump, e).await),
+        Err(e) => return Err(roll_back(job, &mut link, verdict, dump, e).await),
     };
     let _ = verdict.send(Ok(()));
     let downtime_ms = ms(running_at.duration_since(frozen_at));
@@ -851,13 +863,18 @@ async fn stop_copy(job: &Job<'_>, mut link: Link) -> Result<Report, MigrateError
 }
 
 /// Resumes the source after a failure before Commit: tells the destination,
-/// refuses post-dump, waits for CRIU.
+/// refuses post-dump, waits for CRIU. After Commit, in doubt, keeps the
+/// source stopped instead (see [`hold_in_doubt`]).
 async fn roll_back(
+    job: &Job<'_>,
     link: &mut Link,
     verdict: Verdict,
     dump: tokio::task::JoinHandle<Result<Option<DumpStats>, String>>,
     e: MigrateError,
 ) -> MigrateError {
+    if let MigrateError::InDoubt(cause) = e {
+        return hold_in_doubt(job, verdict, dump, &cause).await;
+    }
     // A send that failed because the destination hung up: its refusal,
     // if it sent one, is the real cause.
     let cause = match &e {
@@ -871,6 +888,65 @@ async fn roll_back(
     let _ = verdict.send(Err(cause.clone()));
     let _ = dump.await;
     MigrateError::RolledBack(cause)
+}
+
+/// The connection broke after Commit: the destination may run the
+/// workload, or may have dropped it. Neither resuming (two copies) nor
+/// killing (none) is safe, so the source is kept stopped: every task gets
+/// SIGSTOP while CRIU still holds it, then CRIU lets go. A container is
+/// also paused (its cgroup frozen) so that `crabmigrate resume` works.
+async fn hold_in_doubt(
+    job: &Job<'_>,
+    verdict: Verdict,
+    dump: tokio::task::JoinHandle<Result<Option<DumpStats>, String>>,
+    cause: &str,
+) -> MigrateError {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let pids = crate::procs::tree(job.subject.pid);
+    for &pid in &pids {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGSTOP);
+    }
+    let _ = verdict.send(Err(
+        "in doubt after the commit: the workload is kept stopped".into(),
+    ));
+    let _ = dump.await;
+    let (check, resume, delete) = match &job.req.workload {
+        Workload::Container {
+            id,
+            state_root,
+            target_id,
+            ..
+        } => {
+            let root = StateRoot::new(state_root.clone());
+            if container::pause(&root, id).is_ok() {
+                for &pid in &pids {
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+                }
+            }
+            (
+                format!(
+                    "`crabmigrate state {}` there",
+                    target_id.as_deref().unwrap_or(id)
+                ),
+                format!("`crabmigrate resume {id}`"),
+                format!("`crabmigrate delete --force {id}`"),
+            )
+        }
+        Workload::Process { pid } => {
+            let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+            (
+                format!("whether the workload runs there (its pid {pid} here)"),
+                format!("`kill -CONT {}`", list.join(" ")),
+                format!("`kill -KILL {}`", list.join(" ")),
+            )
+        }
+    };
+    tracing::error!(%cause, "migration in doubt; the source is kept stopped");
+    MigrateError::InDoubt(format!(
+        "the connection to {} broke after the commit ({cause}), so the workload may run there: it is kept stopped here, neither resumed nor killed; check {check}, then if it runs there remove it here with {delete}, else resume it here with {resume}",
+        job.req.to
+    ))
 }
 
 /// CRIU's frozen time once the committed dump ends.
@@ -1030,7 +1106,7 @@ async fn pre_copy(job: &Job<'_>, mut link: Link) -> Result<Report, MigrateError>
     .await;
     let (sent, (dest_pid, running_at)) = match cut_over {
         Ok(x) => x,
-        Err(e) => return Err(roll_back(&mut link, verdict, dump, e).await),
+        Err(e) => return Err(roll_back(job, &mut link, verdict, dump, e).await),
     };
     let _ = verdict.send(Ok(()));
     phase.finish();
