@@ -48,61 +48,99 @@ impl Drop for DestinationContainer {
     }
 }
 
-fn container_moves(strategy: &str, tag: &str) {
-    let lab = Lab::new(tag);
-    let agent = lab.agent(&lab.key, &lab.dir("agent-work"));
-    let rt = Runtime::new();
-    let bundle = counter_bundle();
-    let id = testkit::container_id(tag);
-    let target = format!("{id}-dst");
-    let status = rt
-        .command(&[
-            "run",
-            "-d",
-            "--bundle",
-            bundle.path().to_str().unwrap(),
-            &id,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "run -d {id} failed ({status})");
-    let dest = DestinationContainer {
-        root: lab.tmp.path().join("agent-root"),
-        id: target.clone(),
-    };
-    let src_rootfs = bundle.rootfs();
-    let before = crate::container_cr::wait_count(&src_rootfs, "reached 3", |c| c.n >= 3);
+/// A counting container on the source, an agent, and the name it gets on
+/// the destination.
+struct ContainerLab {
+    lab: Lab,
+    agent: Agent,
+    rt: Runtime,
+    bundle: testkit::BusyboxBundle,
+    id: String,
+    target: String,
+    dest: DestinationContainer,
+    /// The counter once it reached 3.
+    before: Count,
+}
 
-    let mut run = Running::start(
-        lab.hosts
-            .src
-            .command(testkit::program("crabmigrate"))
-            .arg("--root")
-            .arg(rt.root.path())
-            .args([
-                "migrate",
-                &id,
-                "--strategy",
-                strategy,
-                "--target-id",
-                &target,
-            ])
-            .args(["--to", &lab.agent_addr(), "--key-file"])
-            .arg(&lab.key)
-            .arg("--work-dir")
-            .arg(lab.dir("migrate-work"))
-            .args(["--json", "--events"])
-            .arg(lab.tmp.path().join("events.jsonl")),
-    );
+impl ContainerLab {
+    /// Runs `bundle` as a container on the source and waits for it to count.
+    fn start(tag: &str, bundle: testkit::BusyboxBundle) -> Self {
+        let lab = Lab::new(tag);
+        let agent = lab.agent(&lab.key, &lab.dir("agent-work"));
+        let rt = Runtime::new();
+        let id = testkit::container_id(tag);
+        let target = format!("{id}-dst");
+        let bundle_arg = bundle.path().to_str().unwrap().to_owned();
+        let status = rt
+            .command(&["run", "-d", "--bundle", &bundle_arg, &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "run -d {id} failed ({status})");
+        let dest = DestinationContainer {
+            root: lab.tmp.path().join("agent-root"),
+            id: target.clone(),
+        };
+        let before = crate::container_cr::wait_count(&bundle.rootfs(), "reached 3", |c| c.n >= 3);
+        Self {
+            lab,
+            agent,
+            rt,
+            bundle,
+            id,
+            target,
+            dest,
+            before,
+        }
+    }
+
+    /// `crabmigrate --root SRC migrate ID --target-id ID-dst --to AGENT ...
+    /// ARGS`, started in `src`.
+    fn migrate(&self, args: &[&str]) -> Running {
+        Running::start(
+            self.lab
+                .hosts
+                .src
+                .command(testkit::program("crabmigrate"))
+                .arg("--root")
+                .arg(self.rt.root.path())
+                .args(["migrate", &self.id, "--target-id", &self.target])
+                .args(["--to", &self.lab.agent_addr(), "--key-file"])
+                .arg(&self.lab.key)
+                .arg("--work-dir")
+                .arg(self.lab.dir("migrate-work"))
+                .args(args),
+        )
+    }
+
+    /// The destination's copy of the rootfs.
+    fn dst_rootfs(&self) -> PathBuf {
+        self.agent
+            .work
+            .join("bundles")
+            .join(&self.target)
+            .join("rootfs")
+    }
+}
+
+fn container_moves(strategy: &str, tag: &str) {
+    let c = ContainerLab::start(tag, counter_bundle());
+    let events_file = c.lab.tmp.path().join("events.jsonl");
+    let mut run = c.migrate(&[
+        "--strategy",
+        strategy,
+        "--json",
+        "--events",
+        events_file.to_str().unwrap(),
+    ]);
     let done = finish(&mut run, strategy);
     assert!(
         done.status.success(),
         "{strategy}: migrate failed ({}): {}\nagent: {}",
         done.status,
         done.stderr,
-        agent.log()
+        c.agent.log()
     );
     let report: serde_json::Value = serde_json::from_str(&done.stdout)
         .unwrap_or_else(|e| panic!("{strategy}: the report is not JSON ({e}): {}", done.stdout));
@@ -112,8 +150,8 @@ fn container_moves(strategy: &str, tag: &str) {
 
     // The destination runs it, from its own copy of the rootfs.
     let state: serde_json::Value = serde_json::from_slice(
-        &dest
-            .command(&["state", &target])
+        &c.dest
+            .command(&["state", &c.target])
             .output()
             .expect("state runs")
             .stdout,
@@ -125,17 +163,21 @@ fn container_moves(strategy: &str, tag: &str) {
         report["destination_pid"].as_u64(),
         "{strategy}: {state} vs {report}"
     );
-    let dst_rootfs = agent.work.join("bundles").join(&target).join("rootfs");
-    let after = wait_continues(&dst_rootfs, &before);
-    println!("container {strategy}: counted on from {before:?} to {after:?}");
+    let after = wait_continues(&c.dst_rootfs(), &c.before);
+    println!(
+        "container {strategy}: counted on from {:?} to {after:?}",
+        c.before
+    );
 
     // The source has nothing left: no state, no counting.
-    let gone = rt.run(&["state", &id]);
+    let gone = c.rt.run(&["state", &c.id]);
     assert!(
         !gone.status.success(),
-        "{strategy}: the source still lists {id}: {}",
+        "{strategy}: the source still lists {}: {}",
+        c.id,
         String::from_utf8_lossy(&gone.stdout)
     );
+    let src_rootfs = c.bundle.rootfs();
     let last = Count::read(&src_rootfs).expect("the source's counter file");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
@@ -145,7 +187,7 @@ fn container_moves(strategy: &str, tag: &str) {
     );
 
     // The events file tells the story in order.
-    let events = std::fs::read_to_string(lab.tmp.path().join("events.jsonl")).unwrap();
+    let events = std::fs::read_to_string(&events_file).unwrap();
     let kinds: Vec<String> = events
         .lines()
         .map(|l| {
@@ -163,6 +205,7 @@ fn container_moves(strategy: &str, tag: &str) {
     }
     assert!(!kinds.iter().any(|k| k == "rollback"), "{events}");
 
+    let ContainerLab { agent, dest, .. } = c;
     drop(dest);
     agent.wait_sessions_gone();
 }
@@ -329,9 +372,6 @@ fn a_container_with_a_tcp_socket_never_runs_twice() {
     // inet sockets on Linux 6.16+ (criu #2705): the migration must then
     // fail with that cause and the remedy, and the container keep running
     // on the source; with a CRIU that can, it must move.
-    let lab = Lab::new("mctcp");
-    let agent = lab.agent(&lab.key, &lab.dir("agent-work"));
-    let rt = Runtime::new();
     let script = format!(
         "nc -l -p 7777 </dev/null >/dev/null 2>&1 & {}",
         crate::container_cr::COUNTER
@@ -340,66 +380,23 @@ fn a_container_with_a_tcp_socket_never_runs_twice() {
     for applet in ["mv", "rm"] {
         std::os::unix::fs::symlink("busybox", bundle.rootfs().join("bin").join(applet)).unwrap();
     }
-    let id = testkit::container_id("mctcp");
-    let target = format!("{id}-dst");
-    let status = rt
-        .command(&[
-            "run",
-            "-d",
-            "--bundle",
-            bundle.path().to_str().unwrap(),
-            &id,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "run -d {id} failed ({status})");
-    let _dest = DestinationContainer {
-        root: lab.tmp.path().join("agent-root"),
-        id: target.clone(),
-    };
-    let rootfs = bundle.rootfs();
-    let before = crate::container_cr::wait_count(&rootfs, "reached 3", |c| c.n >= 3);
-    let mut run = Running::start(
-        lab.hosts
-            .src
-            .command(testkit::program("crabmigrate"))
-            .arg("--root")
-            .arg(rt.root.path())
-            .args([
-                "migrate",
-                &id,
-                "--tcp-established",
-                "--strategy",
-                "stop-copy",
-            ])
-            .args([
-                "--target-id",
-                &target,
-                "--to",
-                &lab.agent_addr(),
-                "--key-file",
-            ])
-            .arg(&lab.key)
-            .arg("--work-dir")
-            .arg(lab.dir("migrate-work")),
-    );
+    let c = ContainerLab::start("mctcp", bundle);
+    let mut run = c.migrate(&["--tcp-established", "--strategy", "stop-copy"]);
     let done = finish(&mut run, "tcp");
     if done.status.success() {
         println!("tcp: this CRIU dumps inet sockets: {}", done.stdout);
-        let dst_rootfs = agent.work.join("bundles").join(&target).join("rootfs");
-        wait_continues(&dst_rootfs, &before);
-        assert!(!rt.run(&["state", &id]).status.success());
+        wait_continues(&c.dst_rootfs(), &c.before);
+        assert!(!c.rt.run(&["state", &c.id]).status.success());
     } else {
         let line = assert_rolled_back(&done, "tcp");
         println!("tcp: {line}");
         assert!(line.contains("TCP or UDP sockets"), "{line}");
-        let state = rt.state(&id);
+        let state = c.rt.state(&c.id);
         assert_eq!(state["status"], "running", "{state}");
+        let rootfs = c.bundle.rootfs();
         let now = Count::read(&rootfs).unwrap();
         wait_continues(&rootfs, &now);
-        agent.wait_sessions_gone();
+        c.agent.wait_sessions_gone();
     }
 }
 
