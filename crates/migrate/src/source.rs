@@ -262,6 +262,10 @@ pub enum MigrateError {
     Local(&'static str, #[source] std::io::Error),
     #[error("CRIU on the source failed: {0}")]
     Criu(String),
+    /// What the destination said about a failure the source saw as a
+    /// broken connection.
+    #[error("{0}")]
+    Peer(String, #[source] Box<MigrateError>),
     /// The source sent Commit but never learned the outcome: the workload
     /// may run on the destination, so it is kept stopped here.
     #[error("{0}")]
@@ -486,7 +490,7 @@ async fn run(criu: Criu, req: &MigrateRequest) -> Result<Report, MigrateError> {
 
     let images_dir = work.path.join("images");
     std::fs::create_dir_all(&images_dir).map_err(local("create a work directory"))?;
-    let link = Link {
+    let mut link = Link {
         tx,
         rx,
         to: req.to.clone(),
@@ -501,10 +505,22 @@ async fn run(criu: Criu, req: &MigrateRequest) -> Result<Report, MigrateError> {
         images_dir,
         work_dir: work.path.clone(),
     };
-    let mut report = match strategy {
-        Strategy::PostCopy => post_copy(&job, link).await?,
-        Strategy::PreCopy => pre_copy(&job, link).await?,
-        _ => stop_copy(&job, link).await?,
+    let outcome = match strategy {
+        Strategy::PostCopy => post_copy(&job, &mut link).await,
+        Strategy::PreCopy => pre_copy(&job, &mut link).await,
+        _ => stop_copy(&job, &mut link).await,
+    };
+    let mut report = match outcome {
+        Ok(report) => report,
+        // A send that failed because the destination hung up: its refusal,
+        // if it sent one, is the real cause.
+        Err(e @ (MigrateError::Channel(_) | MigrateError::Transfer(_))) => {
+            return Err(match destination_cause(&mut link).await {
+                Some(theirs) => MigrateError::Peer(theirs, Box::new(e)),
+                None => e,
+            })
+        }
+        Err(e) => return Err(e),
     };
     // The source copy is gone (CRIU killed it): forget the container here.
     if let Workload::Container { id, state_root, .. } = &req.workload {
@@ -792,7 +808,7 @@ async fn destination_cause(link: &mut Link) -> Option<String> {
     }
 }
 
-async fn stop_copy(job: &Job<'_>, mut link: Link) -> Result<Report, MigrateError> {
+async fn stop_copy(job: &Job<'_>, link: &mut Link) -> Result<Report, MigrateError> {
     let events = &job.req.events;
     // The page stream: CRIU -> loopback -> encrypted data connection.
     match next(&mut link.rx).await? {
@@ -824,19 +840,19 @@ async fn stop_copy(job: &Job<'_>, mut link: Link) -> Result<Report, MigrateError
         false,
         Some(Handover::new(frozen_tx, None)),
     );
-    let (frozen_at, verdict, dump) = frozen(job, &mut link, frozen_rx, dump).await?;
+    let (frozen_at, verdict, dump) = frozen(job, link, frozen_rx, dump).await?;
     let cut_over = async {
         let pumped = joined(pump.await)??;
         memory.finish();
         job.archive_rootfs(&job.images_dir).await?;
-        let image_bytes = job.send_images(&mut link).await?;
+        let image_bytes = job.send_images(link).await?;
         let (dest_pid, running_at) = link.commit().await?;
         Ok::<_, MigrateError>((pumped, image_bytes, dest_pid, running_at))
     }
     .await;
     let (pumped, image_bytes, dest_pid, running_at) = match cut_over {
         Ok(x) => x,
-        Err(e) => return Err(roll_back(job, &mut link, verdict, dump, e).await),
+        Err(e) => return Err(roll_back(job, link, verdict, dump, e).await),
     };
     let _ = verdict.send(Ok(()));
     let downtime_ms = ms(running_at.duration_since(frozen_at));
@@ -971,7 +987,7 @@ fn ms(d: Duration) -> f64 {
 /// Below this many new bytes a pre-copy round counts as converged.
 const CONVERGED_BYTES: u64 = 2 << 20;
 
-async fn pre_copy(job: &Job<'_>, mut link: Link) -> Result<Report, MigrateError> {
+async fn pre_copy(job: &Job<'_>, link: &mut Link) -> Result<Report, MigrateError> {
     let events = &job.req.events;
     let limits = job.req.pre_copy;
     let mut sender = ChunkSender::new();
@@ -1084,7 +1100,7 @@ async fn pre_copy(job: &Job<'_>, mut link: Link) -> Result<Report, MigrateError>
         false,
         Some(Handover::new(frozen_tx, None)),
     );
-    let (frozen_at, verdict, dump) = frozen(job, &mut link, frozen_rx, dump).await?;
+    let (frozen_at, verdict, dump) = frozen(job, link, frozen_rx, dump).await?;
     let cut_over = async {
         job.archive_rootfs(&job.images_dir).await?;
         let d = job.images_dir.clone();
@@ -1106,7 +1122,7 @@ async fn pre_copy(job: &Job<'_>, mut link: Link) -> Result<Report, MigrateError>
     .await;
     let (sent, (dest_pid, running_at)) = match cut_over {
         Ok(x) => x,
-        Err(e) => return Err(roll_back(job, &mut link, verdict, dump, e).await),
+        Err(e) => return Err(roll_back(job, link, verdict, dump, e).await),
     };
     let _ = verdict.send(Ok(()));
     phase.finish();
@@ -1142,7 +1158,7 @@ async fn pre_copy(job: &Job<'_>, mut link: Link) -> Result<Report, MigrateError>
     })
 }
 
-async fn post_copy(job: &Job<'_>, mut link: Link) -> Result<Report, MigrateError> {
+async fn post_copy(job: &Job<'_>, link: &mut Link) -> Result<Report, MigrateError> {
     let events = &job.req.events;
     let lazy_port = free_port()?;
     let (frozen_tx, frozen_rx) = oneshot::channel::<(Instant, Verdict)>();
@@ -1153,12 +1169,12 @@ async fn post_copy(job: &Job<'_>, mut link: Link) -> Result<Report, MigrateError
         false,
         Some(Handover::new(frozen_tx, Some(serving_tx))),
     );
-    let (frozen_at, verdict, dump) = frozen(job, &mut link, frozen_rx, dump).await?;
+    let (frozen_at, verdict, dump) = frozen(job, link, frozen_rx, dump).await?;
     // Everything but the lazy pages goes first; until the destination has
     // it, refusing post-dump resumes the source.
     let sent = async {
         job.archive_rootfs(&job.images_dir).await?;
-        let image_bytes = job.send_images(&mut link).await?;
+        let image_bytes = job.send_images(link).await?;
         expect_ack(&mut link.rx).await?;
         Ok::<_, MigrateError>(image_bytes)
     }
