@@ -99,13 +99,14 @@ impl Events {
         }
     }
 
-    /// Starts a phase; its progress is sampled from `meter` until the
-    /// returned guard finishes or drops.
+    /// Starts a phase; its progress is sampled from `meter` (counting from
+    /// its value now) until the returned guard finishes or drops.
     pub(crate) fn phase(&self, name: &str, total: Option<u64>, meter: &Meter) -> Phase {
         self.emit(Event::PhaseStarted {
             phase: name.to_owned(),
             total,
         });
+        let base = meter.get();
         let ticker = self.observer.as_ref().map(|_| {
             let events = self.clone();
             let meter = meter.clone();
@@ -114,7 +115,7 @@ impl Events {
                 let mut last = u64::MAX;
                 loop {
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    let bytes = meter.get();
+                    let bytes = meter.get().saturating_sub(base);
                     if bytes != last {
                         last = bytes;
                         events.emit(Event::Progress {
@@ -130,6 +131,7 @@ impl Events {
             events: self.clone(),
             name: name.to_owned(),
             meter: meter.clone(),
+            base,
             started: Instant::now(),
             ticker,
         }
@@ -141,6 +143,8 @@ pub(crate) struct Phase {
     events: Events,
     name: String,
     meter: Meter,
+    /// The meter's value when the phase began.
+    base: u64,
     started: Instant,
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
@@ -152,7 +156,7 @@ impl Phase {
         self.events.emit(Event::PhaseFinished {
             phase: std::mem::take(&mut self.name),
             ms: self.started.elapsed().as_secs_f64() * 1000.0,
-            bytes: self.meter.get(),
+            bytes: self.meter.get().saturating_sub(self.base),
         });
     }
 
