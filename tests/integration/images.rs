@@ -45,7 +45,7 @@ fn two_process_tree(dir: &Path) -> (Workload, KillOnDrop) {
     let state = dir.join("state");
     let mut cmd = Command::new("setsid");
     cmd.args(["sh", "-c", "\"$0\" --mem-mib \"$1\" --out \"$2\" & wait"])
-        .arg(testkit::program("crabmigrate-workload"))
+        .arg(testkit::private_copy("crabmigrate-workload", dir))
         .arg(MEM_MIB.to_string())
         .arg(&state)
         .stdin(Stdio::null())

@@ -162,14 +162,10 @@ pub fn wait_line(lines: &mpsc::Receiver<String>, needle: &str, what: &str) -> St
     }
 }
 
-/// A private copy of `crabmigrate-workload` in `dir`. CRIU dumps the
-/// running executable by path: a `cargo build` running meanwhile replaces
-/// the file in `target/`, and the dump then fails with "Can't create link
-/// remap" (the mapped file is gone). A copy nobody rebuilds avoids that.
+/// A private copy of `crabmigrate-workload` in `dir` (see
+/// [`testkit::private_copy`]).
 pub fn workload_program(dir: &Path) -> PathBuf {
-    let copy = dir.join("crabmigrate-workload");
-    std::fs::copy(testkit::program("crabmigrate-workload"), &copy).unwrap();
-    copy
+    testkit::private_copy("crabmigrate-workload", dir)
 }
 
 /// The workload (`mem_mib` MiB, own session) started inside `ns`, run from

@@ -364,7 +364,7 @@ fn inherit_fd_hands_a_new_pipe_to_the_restored_tree() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(testkit::program("crabmigrate-workload"));
+    let mut cmd = Command::new(testkit::private_copy("crabmigrate-workload", tmp.path()));
     cmd.args(["--setsid", "--stdout", "--mem-mib", "2"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -464,16 +464,24 @@ fn workload_in_mount_namespace(src: &Path, dst: &Path) -> Workload {
     // The copy of the host's mount table must hold nothing CRIU cannot dump.
     // Tests that run at the same time add `ip netns` mounts (nsfs files under
     // /run/netns), which CRIU refuses ("doesn't have a proper root mount"),
-    // so they are unmounted inside the new namespace. Standard streams are
-    // opened inside it too: descriptors opened outside point into mounts CRIU
-    // does not dump ("Can't lookup mount=N for fd=0 path=/dev/null").
+    // and tmpfs mounts whose content changes while CRIU archives it ("Can't
+    // dump tmpfs content"; /dev/shm too, where benchmarks write), so they
+    // are unmounted inside the new namespace. Standard streams are opened
+    // inside it too: descriptors opened outside point into mounts CRIU does
+    // not dump ("Can't lookup mount=N for fd=0 path=/dev/null").
     let script = format!(
         "findmnt -rn -t nsfs -o TARGET | xargs -r -n1 umount -l && \
+         findmnt -rn -t tmpfs -o TARGET | grep -E '^/(tmp|dev/shm)(/|$)' | \
+           sort -r | xargs -r -n1 umount -l && \
          mount --bind '{src}' '{dst}' && \
          exec '{workload}' --setsid --out '{dst}/state' </dev/null >/dev/null 2>&1",
         src = src.display(),
         dst = dst.display(),
-        workload = testkit::program("crabmigrate-workload").display(),
+        workload = testkit::private_copy(
+            "crabmigrate-workload",
+            src.parent().unwrap_or(Path::new("/tmp"))
+        )
+        .display(),
     );
     let mut cmd = Command::new("unshare");
     // unshare and sh exec, so the child's pid is the workload's.
@@ -511,8 +519,11 @@ fn external_bind_mount_in_a_mount_namespace_restores_elsewhere() {
 
     let mut request = DumpRequest::new(pid, images.as_fd());
     request.options.external = vec![External::mount(dst.to_str().unwrap(), "data")];
-    criu.dump(&request, None)
-        .unwrap_or_else(|e| panic!("dump: {}", chain(&e)));
+    criu.dump(&request, None).unwrap_or_else(|e| {
+        let log = std::fs::read_to_string(tmp.path().join("images/dump.log")).unwrap_or_default();
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("Error")).collect();
+        panic!("dump: {}; log errors: {errors:?}", chain(&e))
+    });
     workload.reap();
     let at_dump = Tick::read(&src.join("state")).unwrap();
 

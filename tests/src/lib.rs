@@ -92,6 +92,30 @@ pub fn program(name: &str) -> PathBuf {
     built(name)
 }
 
+/// A private copy of the built program `name` (same file name) in a new
+/// directory under `dir`. CRIU dumps a running executable by path: a `cargo
+/// build` running meanwhile replaces the file in `target/`, and the dump
+/// then fails with "Can't create link remap" (the mapped file is gone). A
+/// copy nobody rebuilds avoids that.
+///
+/// Executing a file just written can fail with "Text file busy" while a
+/// child forked by another test thread still holds the writing descriptor;
+/// [`Workload::spawn`] retries that.
+pub fn private_copy(name: &str, dir: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let sub = dir.join(format!(
+        ".program-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let copy = sub.join(name);
+    std::fs::create_dir_all(&sub)
+        .and_then(|()| std::fs::copy(built(name), &copy))
+        .unwrap_or_else(|e| panic!("cannot copy {name} to {}: {e}", copy.display()));
+    copy
+}
+
 /// One state line of `crabmigrate-workload`: `COUNTER CHECKSUM PID`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tick {
@@ -145,8 +169,12 @@ pub struct Workload {
 impl Workload {
     /// Starts the workload holding `mem_mib` MiB, writing to `state`, with
     /// stdin from /dev/null and stdout/stderr to /dev/null.
+    ///
+    /// It runs from a private copy of the program next to `state` (see
+    /// [`private_copy`]).
     pub fn start(mem_mib: usize, state: &Path) -> Self {
-        let mut cmd = Command::new(built("crabmigrate-workload"));
+        let dir = state.parent().unwrap_or(Path::new("/tmp"));
+        let mut cmd = Command::new(private_copy("crabmigrate-workload", dir));
         cmd.args(["--setsid", "--mem-mib", &mem_mib.to_string(), "--out"])
             .arg(state)
             .stdin(std::process::Stdio::null())
@@ -157,7 +185,16 @@ impl Workload {
 
     /// Starts `cmd` (a workload command line) and waits for its first tick.
     pub fn spawn(mut cmd: Command, state: &Path) -> Self {
-        let child = cmd.spawn().expect("workload starts");
+        let mut tries = 0;
+        let child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc_etxtbsy()) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other.expect("workload starts"),
+            }
+        };
         let workload = Self {
             child: Some(child),
             state: state.to_path_buf(),
@@ -201,6 +238,10 @@ impl Drop for Workload {
             let _ = child.wait();
         }
     }
+}
+
+fn libc_etxtbsy() -> i32 {
+    nix::errno::Errno::ETXTBSY as i32
 }
 
 /// Kills a process (a restored tree's root, not our child) on drop.
