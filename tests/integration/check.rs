@@ -50,7 +50,7 @@ fn check_human_report_names_every_capability() {
     let text = String::from_utf8(out.stdout).unwrap();
     for needle in [
         "checkpoint/restore  yes",
-        "pre-copy            no",
+        "pre-dump            no",
         "post-copy           yes",
         "page server         yes",
         "fs.pipe-max-size",

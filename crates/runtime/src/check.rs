@@ -95,7 +95,8 @@ pub struct HostFacts {
 pub struct Verdicts {
     /// Checkpoint and restore of a process tree or container.
     pub checkpoint_restore: Verdict,
-    /// Iterative pre-copy through CRIU's memory tracking (pre-dump).
+    /// Iterative pre-copy through CRIU's memory tracking (pre-dump). Live
+    /// migration's pre-copy does not need it (content-hashed rounds).
     pub pre_copy: Verdict,
     /// Post-copy: restore first, pages on demand (lazy pages).
     pub post_copy: Verdict,
@@ -275,7 +276,7 @@ fn judge(
                     .and_then(|p| p.detail.as_deref())
                     .unwrap_or("CRIU reports mem_track unavailable")
             ),
-            "boot a kernel built with CONFIG_MEM_SOFT_DIRTY=y; until then use stop-copy or post-copy",
+            "boot a kernel built with CONFIG_MEM_SOFT_DIRTY=y for CRIU's pre-dump; `migrate --strategy pre-copy` works without it (content-hashed rounds)",
         ),
     }
     .requires(&checkpoint_restore);

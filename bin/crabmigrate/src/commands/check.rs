@@ -111,7 +111,7 @@ fn render(r: &CheckReport) -> String {
     let _ = writeln!(out, "\nVerdict");
     for (name, verdict) in [
         ("checkpoint/restore", &r.verdicts.checkpoint_restore),
-        ("pre-copy", &r.verdicts.pre_copy),
+        ("pre-dump", &r.verdicts.pre_copy),
         ("post-copy", &r.verdicts.post_copy),
         ("page server", &r.verdicts.page_server),
     ] {
