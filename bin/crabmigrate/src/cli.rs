@@ -491,7 +491,8 @@ pub struct MigrateArgs {
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
-    /// Write progress events as JSON lines to FILE ("-": standard output)
+    /// Write progress events as JSON lines to FILE ("-": standard output,
+    /// where a --json report then follows as the last line)
     #[arg(long, value_name = "FILE|-")]
     pub events: Option<PathBuf>,
 }

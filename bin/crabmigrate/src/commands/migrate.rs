@@ -102,7 +102,11 @@ pub fn migrate(global: &Global, args: &MigrateArgs) -> anyhow::Result<ExitCode> 
     let result = runtime()?.block_on(source::migrate(criu, request));
     observer.clear();
     let report = result.with_context(|| format!("cannot migrate {what} to {}", args.to))?;
-    if args.json {
+    let events_on_stdout = args.events.as_deref() == Some(Path::new("-"));
+    if args.json && events_on_stdout {
+        // Standard output holds JSON lines: the report is the last one.
+        println!("{}", serde_json::to_string(&report)?);
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let mut line = format!(
