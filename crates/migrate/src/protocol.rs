@@ -21,7 +21,10 @@ use prost::Message as _;
 /// a version-1 peer never sends it, so its every stream would look broken.
 /// 3: containers (bundle, rootfs) and pre-copy rounds of content-hashed
 /// chunks ([`RoundStart`], [`ChunkBatch`], [`FileIndex`]).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: the channel's cipher is AES-GCM (was ChaCha20-Poly1305). A peer of
+/// version 3 or older fails the handshake itself, which reads like a wrong
+/// key: run the same crabmigrate release on both hosts.
+pub const PROTOCOL_VERSION: u32 = 4;
 /// The largest encoded message (one Noise transport message minus its tag).
 pub const MAX_MESSAGE: usize = crate::channel::MAX_PLAINTEXT;
 /// The largest piece of a file in one [`FileChunk`], leaving room for the
