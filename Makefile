@@ -6,7 +6,7 @@
 CARGO ?= cargo
 BIN := target/debug/crabmigrate
 
-.PHONY: setup build demo test lint ci
+.PHONY: setup build demo test lint ci bench bench-quick
 
 setup:
 	bash scripts/setup.sh
@@ -25,3 +25,18 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ci: lint test
+
+# Benchmarks (docs/benchmarks.md): release builds, results in target/bench.
+#   make bench                 the full run (about 10 minutes)
+#   make bench BENCH_ARGS="--sizes 16,64,256 --pairs 7"
+#   make bench-quick           each benchmark once at 16 MiB (a smoke test)
+BENCH_OUT ?= target/bench
+BENCH_BUILD = $(CARGO) build --release -p crabmigrate -p crabmigrate-tests -p crabmigrate-bench
+
+bench: setup
+	$(BENCH_BUILD)
+	target/release/crabmigrate-bench --out $(BENCH_OUT) $(BENCH_ARGS)
+
+bench-quick: setup
+	$(BENCH_BUILD)
+	target/release/crabmigrate-bench --quick --out $(BENCH_OUT)/quick $(BENCH_ARGS)

@@ -9,6 +9,7 @@ mod archives;
 /// Bad input to checkpoint and restore: missing or empty images, a pid that
 /// does not exist, truncated images.
 mod bad_input;
+mod bench;
 /// `crabmigrate check` on this host, human and JSON.
 mod check;
 /// Bad input to the CLI: a missing, old or broken CRIU.
