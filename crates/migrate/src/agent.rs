@@ -482,6 +482,9 @@ async fn session(
                 tracing::info!(round = start.round, added, "pre-copy round received");
                 ack(tx, "round").await?;
             }
+            // The files are whole: the chunks' memory goes back before the
+            // restore needs it.
+            store.discard();
         }
         _ => {
             transfer::recv_dir(rx, &images_dir).await?;
@@ -554,6 +557,7 @@ async fn session(
             }
         }
     });
+    let restore_started = std::time::Instant::now();
     let (pid, decide) = match held_rx.await {
         Ok(x) => x,
         Err(_) => {
@@ -568,6 +572,11 @@ async fn session(
     // source, which resumes if the transfer breaks. A watchdog outside the
     // agent kills the copy unless told that every page arrived, so even the
     // agent dying cannot leave a copy running on zero-filled memory.
+    tracing::info!(
+        pid,
+        restore_ms = restore_started.elapsed().as_secs_f64() * 1000.0,
+        "restored, held until the source commits"
+    );
     let mut watchdog = if post_copy {
         Watchdog::start(pid)
     } else {

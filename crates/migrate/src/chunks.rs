@@ -17,7 +17,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -51,86 +50,108 @@ pub struct HashedFile {
     pub chunks: Vec<Digest32>,
 }
 
-/// Hashes every regular file under `dir` (recursively), on two threads.
-/// Blocking.
+/// Hashes every regular file under `dir` (recursively) in 4 KiB chunks, on
+/// every core: large files are cut into ranges so that one big page image
+/// does not leave a core idle. Blocking.
 pub fn hash_dir(dir: &Path) -> Result<Vec<HashedFile>, ManifestError> {
     let listing = manifest::list(dir)?;
+    // Ranges of at most RANGE bytes (a multiple of CHUNK): (file, start, len).
+    const RANGE: u64 = 16 << 20;
+    let mut ranges: Vec<(usize, u64, u64)> = Vec::new();
+    for (i, (_, size)) in listing.iter().enumerate() {
+        let mut start = 0;
+        loop {
+            let len = (size - start).min(RANGE);
+            ranges.push((i, start, len));
+            start += len;
+            if start >= *size {
+                break;
+            }
+        }
+    }
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .clamp(1, 4);
-    let mut results: Vec<Result<Vec<HashedFile>, ManifestError>> = Vec::new();
-    // Largest first, dealt round-robin, so the threads get similar work.
-    let mut by_size: Vec<(String, u64)> = listing;
-    by_size.sort_by_key(|f| std::cmp::Reverse(f.1));
-    std::thread::scope(|scope| {
+        .clamp(1, 8);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    /// What one hashing thread did: (range number, its chunk digests).
+    type Hashed = Result<Vec<(usize, Vec<Digest32>)>, ManifestError>;
+    let results: Vec<Hashed> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let mine: Vec<&(String, u64)> = by_size.iter().skip(w).step_by(workers).collect();
-                scope.spawn(move || {
-                    mine.into_iter()
-                        .map(|(path, _)| hash_file(dir, path))
-                        .collect::<Result<Vec<_>, _>>()
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    let mut buf = vec![0u8; RANGE as usize];
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(file, start, len)) = ranges.get(k) else {
+                            return Ok(done);
+                        };
+                        let path = dir.join(manifest::check_path(&listing[file].0)?);
+                        let digests = hash_range(&path, start, &mut buf[..len as usize])?;
+                        done.push((k, digests));
+                    }
                 })
             })
             .collect();
-        for h in handles {
-            results.push(h.join().unwrap_or_else(|_| {
-                Err(ManifestError::Io {
-                    what: "hash",
-                    path: dir.to_path_buf(),
-                    source: std::io::Error::other("a hashing thread panicked"),
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(io_err(
+                        "hash",
+                        dir,
+                        std::io::Error::other("a hashing thread panicked"),
+                    ))
                 })
-            }));
-        }
+            })
+            .collect()
     });
-    let mut files = Vec::new();
+    let mut by_range: Vec<Option<Vec<Digest32>>> = vec![None; ranges.len()];
     for r in results {
-        files.extend(r?);
+        for (k, digests) in r? {
+            by_range[k] = Some(digests);
+        }
+    }
+    let mut files: Vec<HashedFile> = listing
+        .iter()
+        .map(|(path, size)| HashedFile {
+            path: path.clone(),
+            size: *size,
+            sha256: [0; 32],
+            chunks: Vec::with_capacity(size.div_ceil(CHUNK as u64) as usize),
+        })
+        .collect();
+    for (&(file, _, _), digests) in ranges.iter().zip(by_range) {
+        files[file].chunks.extend(digests.unwrap_or_default());
+    }
+    for f in &mut files {
+        f.sha256 = digest_of_chunks(&f.chunks);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }
 
-fn hash_file(dir: &Path, rel: &str) -> Result<HashedFile, ManifestError> {
-    let path = dir.join(manifest::check_path(rel)?);
-    let mut file = File::open(&path).map_err(|e| io_err("read", &path, e))?;
-    let mut whole = Sha256::new();
-    let mut chunks = Vec::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = read_full(&mut file, &mut buf).map_err(|e| io_err("read", &path, e))?;
-        if n == 0 {
-            break;
-        }
-        whole.update(&buf[..n]);
-        for piece in buf[..n].chunks(CHUNK) {
-            chunks.push(Sha256::digest(piece).into());
-        }
-        size += n as u64;
-        if n < buf.len() {
-            break;
-        }
+/// A content-hashed file's digest: the sha256 of its chunks' digests in
+/// order. Every chunk is checked against its own digest on arrival, so
+/// this names the whole file without hashing its data a second time.
+pub fn digest_of_chunks(chunks: &[Digest32]) -> Digest32 {
+    let mut h = Sha256::new();
+    for c in chunks {
+        h.update(c);
     }
-    Ok(HashedFile {
-        path: rel.to_owned(),
-        size,
-        sha256: whole.finalize().into(),
-        chunks,
-    })
+    h.finalize().into()
 }
 
-/// Reads until `buf` is full or the file ends (so chunks stay aligned).
-fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
+/// The chunk digests of `buf.len()` bytes of `path` from `start`.
+fn hash_range(path: &Path, start: u64, buf: &mut [u8]) -> Result<Vec<Digest32>, ManifestError> {
+    let file = File::open(path).map_err(|e| io_err("read", path, e))?;
+    file.read_exact_at(buf, start)
+        .map_err(|e| io_err("read", path, e))?;
+    Ok(buf
+        .chunks(CHUNK)
+        .map(|c| Sha256::digest(c).into())
+        .collect())
 }
 
 fn io_err(what: &'static str, path: &Path, source: std::io::Error) -> ManifestError {
@@ -357,18 +378,33 @@ impl ChunkStore {
         Ok(added)
     }
 
-    fn read(&self, digest: &Digest32, buf: &mut Vec<u8>) -> Option<std::io::Result<()>> {
-        let &(offset, len) = self.index.get(digest)?;
-        buf.resize(len as usize, 0);
-        Some(self.pack.read_exact_at(buf, offset))
+    /// Removes the pack (its chunks live on in the assembled files).
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.path);
     }
+
+    /// Where a chunk is in the pack: (offset, length).
+    fn locate(&self, digest: &Digest32) -> Option<(u64, u32)> {
+        self.index.get(digest).copied()
+    }
+}
+
+/// One file being assembled.
+#[derive(Debug)]
+struct Assembling {
+    entry: ManifestEntry,
+    /// Chunks placed so far (they arrive in order).
+    next: u64,
+    file: File,
+    /// Over the chunk digests, in order (see [`digest_of_chunks`]).
+    digests: Sha256,
 }
 
 /// Assembles the files of the final round from the store.
 #[derive(Debug)]
 struct Assembly {
     dir: PathBuf,
-    files: HashMap<String, (ManifestEntry, u64, File)>,
+    files: HashMap<String, Assembling>,
 }
 
 impl Assembly {
@@ -389,7 +425,15 @@ impl Assembly {
                 .mode(0o600)
                 .open(&path)
                 .map_err(TransferError::Local)?;
-            files.insert(e.path.clone(), (e.clone(), 0u64, file));
+            files.insert(
+                e.path.clone(),
+                Assembling {
+                    entry: e.clone(),
+                    next: 0,
+                    file,
+                    digests: Sha256::new(),
+                },
+            );
         }
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -397,62 +441,103 @@ impl Assembly {
         })
     }
 
+    /// Places the chunks `index` lists, copying runs that lie one after
+    /// the other in the pack in one kernel-side copy.
     fn place(&mut self, store: &ChunkStore, index: &FileIndex) -> Result<(), TransferError> {
         let bad = || ChunkError::BadIndex {
             path: index.path.clone(),
             first: index.first,
         };
-        let (entry, next, file) = self
+        let f = self
             .files
             .get_mut(&index.path)
             .ok_or_else(|| ManifestError::NotListed(index.path.clone()))?;
-        if index.first != *next || index.digests.len() % 32 != 0 {
+        if index.first != f.next || index.digests.len() % 32 != 0 {
             return Err(bad().into());
         }
         let count = index.digests.len() as u64 / 32;
-        let chunks_in_file = entry.size.div_ceil(CHUNK as u64);
-        if index.first + count > chunks_in_file {
+        if index.first + count > f.entry.size.div_ceil(CHUNK as u64) {
             return Err(bad().into());
         }
-        let mut buf = Vec::with_capacity(CHUNK);
+        // The run being gathered: (pack offset, file offset, length).
+        let mut run: Option<(u64, u64, u64)> = None;
         for (k, d) in index.digests.chunks_exact(32).enumerate() {
             let mut digest = [0u8; 32];
             digest.copy_from_slice(d);
+            f.digests.update(digest);
             let i = index.first + k as u64;
-            match store.read(&digest, &mut buf) {
-                None => return Err(ChunkError::Missing(index.path.clone()).into()),
-                Some(r) => r.map_err(TransferError::Local)?,
-            }
-            if buf.len() != chunk_len(entry.size, i as usize) {
+            let (at, len) = store
+                .locate(&digest)
+                .ok_or_else(|| ChunkError::Missing(index.path.clone()))?;
+            if len as usize != chunk_len(f.entry.size, i as usize) {
                 return Err(bad().into());
             }
-            file.write_all_at(&buf, i * CHUNK as u64)
-                .map_err(TransferError::Local)?;
+            let to = i * CHUNK as u64;
+            run = match run {
+                Some((src, dst, n)) if src + n == at && dst + n == to => {
+                    Some((src, dst, n + u64::from(len)))
+                }
+                Some(done) => {
+                    copy_run(&store.pack, &f.file, done)?;
+                    Some((at, to, u64::from(len)))
+                }
+                None => Some((at, to, u64::from(len))),
+            };
         }
-        *next += count;
+        if let Some(done) = run {
+            copy_run(&store.pack, &f.file, done)?;
+        }
+        f.next += count;
         Ok(())
     }
 
-    /// Checks every file's size and sha256.
+    /// Checks every file's chunk count and digest (its data was checked
+    /// chunk by chunk on arrival).
     fn finish(self) -> Result<PathBuf, TransferError> {
-        for (entry, next, file) in self.files.into_values() {
-            file.set_len(entry.size).map_err(TransferError::Local)?;
-            if next != entry.size.div_ceil(CHUNK as u64) {
+        for f in self.files.into_values() {
+            f.file.set_len(f.entry.size).map_err(TransferError::Local)?;
+            if f.next != f.entry.size.div_ceil(CHUNK as u64) {
                 return Err(ManifestError::SizeMismatch {
-                    path: entry.path.clone(),
-                    got: next * CHUNK as u64,
-                    want: entry.size,
+                    path: f.entry.path.clone(),
+                    got: (f.next * CHUNK as u64).min(f.entry.size),
+                    want: f.entry.size,
                 }
                 .into());
             }
-            drop(file);
-            let (size, sha256) = manifest::digest_file(&self.dir.join(&entry.path))?;
-            if size != entry.size || sha256 != entry.sha256 {
-                return Err(ManifestError::DigestMismatch(entry.path.clone()).into());
+            let digest: Digest32 = f.digests.finalize().into();
+            if digest.as_slice() != f.entry.sha256.as_slice() {
+                return Err(ManifestError::DigestMismatch(f.entry.path.clone()).into());
             }
         }
         Ok(self.dir)
     }
+}
+
+/// Copies `(pack offset, file offset, length)` from the pack into `file`
+/// inside the kernel.
+fn copy_run(
+    pack: &File,
+    file: &File,
+    (src, dst, len): (u64, u64, u64),
+) -> Result<(), TransferError> {
+    let (mut src, mut dst, mut left) = (src as i64, dst as i64, len);
+    while left > 0 {
+        let n = nix::fcntl::copy_file_range(
+            pack,
+            Some(&mut src),
+            file,
+            Some(&mut dst),
+            left.min(1 << 30) as usize,
+        )
+        .map_err(|e| TransferError::Local(e.into()))?;
+        if n == 0 {
+            return Err(TransferError::Local(std::io::Error::other(
+                "the chunk store ended early",
+            )));
+        }
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 /// Receives one round sent by [`ChunkSender::send`]. With `last`, the files
@@ -574,6 +659,22 @@ mod tests {
         recv_round(&mut rx, &mut store, Some(&out)).await.unwrap();
         assert_eq!(std::fs::read(out.join("pages-1.img")).unwrap(), shifted);
         assert_eq!(std::fs::read(out.join("core-1.img")).unwrap(), b"core2");
+    }
+
+    #[test]
+    fn a_large_file_hashes_in_ranges_like_one_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = pseudo_random((33 << 20) + 100, 3);
+        write(dir.path(), "pages-1.img", &data);
+        let files = hash_dir(dir.path()).unwrap();
+        let f = &files[0];
+        assert_eq!(f.size, data.len() as u64);
+        let expected: Vec<Digest32> = data
+            .chunks(CHUNK)
+            .map(|c| Sha256::digest(c).into())
+            .collect();
+        assert_eq!(f.chunks, expected, "every chunk, in order, across ranges");
+        assert_eq!(f.sha256, digest_of_chunks(&expected));
     }
 
     #[test]

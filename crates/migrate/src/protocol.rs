@@ -266,6 +266,9 @@ pub struct PagesReady {}
 /// Pre-copy: a round of content-hashed chunks begins. A round that is not
 /// the last carries [`ChunkBatch`]es and ends with an [`Ack`]; the last one
 /// carries a [`Manifest`], then batches and [`FileIndex`]es, then an Ack.
+/// In that manifest a file's `sha256` is the digest of its chunks' digests
+/// in order ([`crate::chunks::digest_of_chunks`]): each chunk is checked on
+/// arrival, so no side hashes the data twice.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RoundStart {
     /// 1 for the first round.

@@ -1104,9 +1104,15 @@ async fn pre_copy(job: &Job<'_>, link: &mut Link) -> Result<Report, MigrateError
     let cut_over = async {
         job.archive_rootfs(&job.images_dir).await?;
         let d = job.images_dir.clone();
+        let hashing = Instant::now();
         let files = blocking(move || chunks::hash_dir(&d))
             .await?
             .map_err(TransferError::from)?;
+        tracing::info!(
+            frozen_for_ms = ms(frozen_at.elapsed()),
+            hash_ms = ms(hashing.elapsed()),
+            "final round dumped and hashed"
+        );
         link.tx
             .send(&Envelope::new(Body::RoundStart(RoundStart {
                 round: final_round,
