@@ -47,6 +47,9 @@ struct Args {
     /// Workload size (MiB) for the transfer throughput.
     #[arg(long, default_value_t = 256)]
     throughput_mib: u64,
+    /// Size (MiB) of the page image of the content-hash re-transfer.
+    #[arg(long, default_value_t = 256)]
+    retransfer_mib: u64,
     /// A second throughput case on a link limited with tc tbf to this rate
     /// ("none" for no such case).
     #[arg(long, default_value = "1gbit")]
@@ -102,6 +105,8 @@ pub struct Ctx {
     pub migration_sizes: Vec<u64>,
     /// Throughput size.
     pub throughput_mib: u64,
+    /// Content-hash re-transfer size.
+    pub retransfer_mib: u64,
     /// The shaped link's rate.
     pub link_rate: Option<String>,
     /// On the tmpfs: images, state files.
@@ -280,6 +285,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             args.migration_sizes.clone()
         },
         throughput_mib: if args.quick { 16 } else { args.throughput_mib },
+        retransfer_mib: if args.quick { 16 } else { args.retransfer_mib },
         link_rate,
         scratch,
         tmp,
@@ -360,6 +366,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             sizes_mib: ctx.sizes.clone(),
             migration_sizes_mib: ctx.migration_sizes.clone(),
             throughput_mib: ctx.throughput_mib,
+            retransfer_mib: ctx.retransfer_mib,
             link_rate: ctx.link_rate.clone(),
             scratch: args.scratch.display().to_string(),
         },

@@ -83,6 +83,8 @@ pub struct Settings {
     pub migration_sizes_mib: Vec<u64>,
     /// Size of the throughput benchmark.
     pub throughput_mib: u64,
+    /// Size of the content-hash re-transfer.
+    pub retransfer_mib: u64,
     /// The extra rate-limited link of the throughput benchmark.
     pub link_rate: Option<String>,
     /// Where images were written.
@@ -166,6 +168,10 @@ pub struct Case {
     pub status: Status,
     /// Why not, or a caveat.
     pub reason: Option<String>,
+    /// For cases without a comparison: the table they go in (cases with
+    /// other quantities get their own table); `None` for the first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
     /// The side-by-side comparison, if this case is one.
     pub comparison: Option<Comparison>,
     /// Other measured quantities (name with unit -> summary).
@@ -183,6 +189,7 @@ impl Case {
             strategy: None,
             status: Status::Ok,
             reason: None,
+            table: None,
             comparison: None,
             metrics: BTreeMap::new(),
             runs: Vec::new(),
@@ -353,8 +360,23 @@ pub fn markdown(results: &Results) -> String {
         if !compared.is_empty() {
             comparison_table(&mut md, &compared);
         }
-        if !measured.is_empty() {
-            metrics_table(&mut md, &measured);
+        // One table per `table` name, in the order of their first case.
+        let mut tables: Vec<Option<&str>> = Vec::new();
+        for case in &measured {
+            if !tables.contains(&case.table.as_deref()) {
+                tables.push(case.table.as_deref());
+            }
+        }
+        for table in tables {
+            let cases: Vec<&Case> = measured
+                .iter()
+                .copied()
+                .filter(|c| c.table.as_deref() == table)
+                .collect();
+            if let Some(title) = table {
+                let _ = writeln!(md, "\n{title}:");
+            }
+            metrics_table(&mut md, &cases);
         }
     }
     md
