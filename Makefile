@@ -27,7 +27,7 @@ lint:
 ci: lint test
 
 # Benchmarks (docs/benchmarks.md): release builds, results in target/bench.
-#   make bench                 the full run (about 10 minutes)
+#   make bench                 the full run (about 8 minutes with the build)
 #   make bench BENCH_ARGS="--sizes 16,64,256 --pairs 7"
 #   make bench-quick           each benchmark once at 16 MiB (a smoke test)
 BENCH_OUT ?= target/bench
