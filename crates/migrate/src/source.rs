@@ -61,6 +61,7 @@
 //! resumes the source, and the destination, which never got Commit, drops
 //! its copy. After Commit the source never resumes.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as sync_mpsc;
 use std::time::{Duration, Instant};
@@ -71,7 +72,7 @@ use criu_rpc::{
     Criu, DumpRequest, DumpStats, ImagesRequest, Notify, NotifyResult, PageServerTarget,
 };
 use serde::Serialize;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::agent::{chain, make_hello};
@@ -666,10 +667,10 @@ struct Job<'a> {
 }
 
 /// Where a dump's pages go.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 enum PagesTo {
-    /// A page server on this loopback port (the tunnel's entry).
-    PageServer(u16),
+    /// A page server at the other end of this socket (the tunnel's entry).
+    PageServer(std::os::fd::OwnedFd),
     /// Kept here and served lazily on this port.
     Lazy(u16),
     /// Into the images directory.
@@ -698,14 +699,12 @@ impl Job<'_> {
                     let mut request = DumpRequest::new(pid, std::os::fd::AsFd::as_fd(&images));
                     request.options.tcp_established = tcp;
                     request.options.leave_running = leave_running;
-                    match pages {
-                        PagesTo::PageServer(port) => {
-                            request.options.page_server = Some(PageServerTarget::Address {
-                                address: "127.0.0.1",
-                                port,
-                            });
+                    match &pages {
+                        PagesTo::PageServer(socket) => {
+                            request.options.page_server =
+                                Some(PageServerTarget::Socket(socket.as_fd()));
                         }
-                        PagesTo::Lazy(port) => request.lazy_pages_port = Some(port),
+                        PagesTo::Lazy(port) => request.lazy_pages_port = Some(*port),
                         PagesTo::Images => {}
                     }
                     criu.dump(&request, notify)
@@ -718,8 +717,8 @@ impl Job<'_> {
                         images_dir: dir,
                         leave_running,
                         tcp_established: tcp,
-                        page_server: match pages {
-                            PagesTo::PageServer(port) => Some(("127.0.0.1".into(), port)),
+                        page_server_socket: match &pages {
+                            PagesTo::PageServer(socket) => Some(socket.as_fd()),
                             _ => None,
                         },
                         lazy_pages_port: match pages {
@@ -815,20 +814,26 @@ async fn stop_copy(job: &Job<'_>, link: &mut Link) -> Result<Report, MigrateErro
         Body::PagesReady(_) => {}
         other => return Err(expect("PagesReady", other)),
     }
-    let listener = TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .map_err(local("listen on loopback"))?;
-    let local_port = listener
-        .local_addr()
-        .map_err(local("listen on loopback"))?
-        .port();
+    // CRIU writes its pages into one end of a socket pair (no loopback TCP
+    // hop); the other end is carried over the encrypted data connection.
+    let (criu_end, our_end) =
+        std::os::unix::net::UnixStream::pair().map_err(local("make a socket pair"))?;
+    our_end
+        .set_nonblocking(true)
+        .map_err(local("make a socket pair"))?;
+    let our_end = tokio::net::UnixStream::from_std(our_end).map_err(local("make a socket pair"))?;
     let data = link.data("pages").await?;
     let pages_meter = link.wire.clone();
-    let m = pages_meter.clone();
-    let pump = tokio::spawn(async move {
-        let (criu_conn, _) = listener.accept().await.map_err(TransferError::Local)?;
-        transfer::pump_metered(criu_conn, data, m).await
-    });
+    // CRIU has written every page once it reaches post-dump (it waited for
+    // the page server's answer to its last command): the frozen hand-over
+    // ends the stream, since this process holds CRIU's end too.
+    let (pages_done_tx, pages_done_rx) = oneshot::channel();
+    let pump = tokio::spawn(transfer::pump_metered(
+        our_end,
+        data,
+        pages_meter.clone(),
+        Some(pages_done_rx),
+    ));
     let memory = events.phase("memory", Some(tree_memory(job.subject.pid)), &pages_meter);
 
     // The dump runs on a blocking thread; at post-dump it hands control to
@@ -836,11 +841,12 @@ async fn stop_copy(job: &Job<'_>, link: &mut Link) -> Result<Report, MigrateErro
     let (frozen_tx, frozen_rx) = oneshot::channel::<(Instant, Verdict)>();
     let dump = job.dump(
         &job.images_dir,
-        PagesTo::PageServer(local_port),
+        PagesTo::PageServer(criu_end.into()),
         false,
         Some(Handover::new(frozen_tx, None)),
     );
     let (frozen_at, verdict, dump) = frozen(job, link, frozen_rx, dump).await?;
+    let _ = pages_done_tx.send(());
     let cut_over = async {
         let pumped = joined(pump.await)??;
         memory.finish();
@@ -1222,6 +1228,7 @@ async fn post_copy(job: &Job<'_>, link: &mut Link) -> Result<Report, MigrateErro
             criu_conn,
             data,
             pages_meter.clone(),
+            None,
         )));
         link.commit().await
     }

@@ -175,12 +175,36 @@ pub struct Pumped {
     pub back: u64,
 }
 
-/// Carries a local TCP connection (CRIU's page-server traffic) over the
+/// The local end of a carried stream: CRIU's side, on loopback TCP or a
+/// UNIX socket pair.
+pub trait LocalStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Tunes the stream before it carries anything.
+    fn prepare(&self) {}
+    /// Makes the next close a reset where the transport has one.
+    fn reset_on_close(&self) {}
+}
+
+impl LocalStream for TcpStream {
+    fn prepare(&self) {
+        // CRIU's page-server protocol is many small writes: never let
+        // Nagle's algorithm hold them back.
+        let _ = self.set_nodelay(true);
+    }
+
+    fn reset_on_close(&self) {
+        // Dropped with a zero linger: CRIU reads a reset, not an end.
+        let _ = self.set_zero_linger();
+    }
+}
+
+impl LocalStream for tokio::net::UnixStream {}
+
+/// Carries a local connection (CRIU's page-server traffic) over the
 /// channel, both ways, until both sides have finished.
 ///
 /// Each direction ends in order only with the sender's end marker
 /// ([`SecureSender::send_end`]). A channel that breaks instead (closed
-/// without the marker, reset, an altered frame) resets the local
+/// without the marker, reset, an altered frame) resets a local TCP
 /// connection: CRIU's lazy page server takes a plain end of stream for "all
 /// pages served" and would let the source die, while a reset makes it fail
 /// and resume the source.
@@ -188,32 +212,42 @@ pub async fn pump<S>(local: TcpStream, channel: SecureChannel<S>) -> Result<Pump
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    pump_metered(local, channel, Meter::default()).await
+    pump_metered(local, channel, Meter::default(), None).await
 }
 
-/// [`pump`], counting the outgoing bytes in `meter` as they go.
-pub async fn pump_metered<S>(
-    mut local: TcpStream,
+/// [`pump`] for any local stream, counting the outgoing bytes in `meter`
+/// as they go. `local_done`, when it fires, ends the outgoing direction as
+/// an end of stream would: for a socket pair whose other end this process
+/// also holds (CRIU inherited it), the end of stream never comes.
+pub async fn pump_metered<L, S>(
+    mut local: L,
     channel: SecureChannel<S>,
     meter: Meter,
+    local_done: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<Pumped, TransferError>
 where
+    L: LocalStream,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // CRIU's page-server protocol is many small writes: never let Nagle's
-    // algorithm hold them back.
-    let _ = local.set_nodelay(true);
+    local.prepare();
+    let mut local_done = local_done;
     let (mut tx, mut rx) = channel.split();
     let carried = {
-        let (mut local_rx, mut local_tx) = local.split();
+        let (mut local_rx, mut local_tx) = tokio::io::split(&mut local);
         let outgoing = async {
             let mut buf = vec![0u8; crate::channel::MAX_PLAINTEXT];
             let mut total = 0u64;
             loop {
-                let n = local_rx
-                    .read(&mut buf)
-                    .await
-                    .map_err(TransferError::Local)?;
+                let n = match local_done.as_mut() {
+                    Some(done) => tokio::select! {
+                        read = local_rx.read(&mut buf) => read.map_err(TransferError::Local)?,
+                        _ = done => 0,
+                    },
+                    None => local_rx
+                        .read(&mut buf)
+                        .await
+                        .map_err(TransferError::Local)?,
+                };
                 if n == 0 {
                     tx.send_end().await?;
                     tx.shutdown().await?;
@@ -244,8 +278,7 @@ where
     match carried {
         Ok((out, back)) => Ok(Pumped { out, back }),
         Err(e) => {
-            // Dropped with a zero linger: CRIU reads a reset, not an end.
-            let _ = local.set_zero_linger();
+            local.reset_on_close();
             Err(e)
         }
     }

@@ -150,6 +150,7 @@ fn run_container(
         file_locks: d.file_locks,
         link_remap: d.link_remap,
         page_server,
+        page_server_socket: None,
         lazy_pages_port: if args.lazy_pages { args.port } else { None },
         status_fd,
         network_lock: common::network_lock(d.network_lock),

@@ -56,6 +56,9 @@ pub struct CheckpointOptions<'a> {
     pub link_remap: bool,
     /// Send pages to this page server.
     pub page_server: Option<(String, u16)>,
+    /// Send pages over this connected socket instead (wins over
+    /// `page_server`).
+    pub page_server_socket: Option<BorrowedFd<'a>>,
     /// Post-copy: serve lazy pages on this port.
     pub lazy_pages_port: Option<u16>,
     /// With lazy pages: where CRIU writes a byte once it serves.
@@ -140,13 +143,14 @@ pub fn checkpoint(
         file_locks: opts.file_locks,
         link_remap: opts.link_remap,
         parent_img: parent,
-        page_server: opts
-            .page_server
-            .as_ref()
-            .map(|(address, port)| PageServerTarget::Address {
+        page_server: match (opts.page_server_socket, &opts.page_server) {
+            (Some(fd), _) => Some(PageServerTarget::Socket(fd)),
+            (None, Some((address, port))) => Some(PageServerTarget::Address {
                 address,
                 port: *port,
             }),
+            (None, None) => None,
+        },
         network_lock: opts.network_lock,
         external: container_externals(&bundle)?,
         ..Default::default()
