@@ -558,9 +558,23 @@ fn finish(run: &mut Running, what: &str) -> Finished {
         .unwrap_or_else(|| panic!("{what}: migrate still runs after {:?}", PATIENCE * 2))
 }
 
-/// Runs a successful migration of `src` and returns its JSON report.
+/// Runs a successful stop-copy migration of `src` and returns its JSON
+/// report.
 fn migrate_ok(lab: &Lab, src: &Source, agent: &Agent, what: &str) -> serde_json::Value {
-    let mut run = lab.migrate(src.inner, &lab.agent_addr(), &lab.key, &["--json"]);
+    migrate_ok_with(lab, "stop-copy", src, agent, &[], what)
+}
+
+/// [`migrate_ok`] with another strategy and more arguments.
+fn migrate_ok_with(
+    lab: &Lab,
+    strategy: &str,
+    src: &Source,
+    agent: &Agent,
+    args: &[&str],
+    what: &str,
+) -> serde_json::Value {
+    let args: Vec<&str> = ["--json"].iter().chain(args).copied().collect();
+    let mut run = lab.migrate_with(strategy, src.inner, &lab.agent_addr(), &lab.key, &args);
     let done = finish(&mut run, what);
     assert!(
         done.status.success(),

@@ -244,22 +244,7 @@ fn post_copy_moves_256_mib_with_its_checksum_intact() {
     let mut src = lab.source(256, false);
     src.outer.wait_tick(2, PATIENCE);
     let before = src.tick();
-    let mut run = lab.migrate_with(
-        "post-copy",
-        src.inner,
-        &lab.agent_addr(),
-        &lab.key,
-        &["--json"],
-    );
-    let done = finish(&mut run, "post-copy");
-    assert!(
-        done.status.success(),
-        "post-copy failed ({}): {}\nagent: {}",
-        done.status,
-        done.stderr,
-        agent.log()
-    );
-    let report: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    let report = migrate_ok_with(&lab, "post-copy", &src, &agent, &[], "post-copy");
     println!("post-copy 256 MiB: {report}");
     assert_eq!(report["strategy"], "post-copy");
     assert!(
@@ -283,22 +268,14 @@ fn pre_copy_final_round_is_smaller_than_the_first() {
     let mut src = lab.source(64, false);
     src.outer.wait_tick(2, PATIENCE);
     let before = src.tick();
-    let mut run = lab.migrate_with(
+    let report = migrate_ok_with(
+        &lab,
         "pre-copy",
-        src.inner,
-        &lab.agent_addr(),
-        &lab.key,
-        &["--json", "--max-rounds", "3"],
+        &src,
+        &agent,
+        &["--max-rounds", "3"],
+        "pre-copy",
     );
-    let done = finish(&mut run, "pre-copy");
-    assert!(
-        done.status.success(),
-        "pre-copy failed ({}): {}\nagent: {}",
-        done.status,
-        done.stderr,
-        agent.log()
-    );
-    let report: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
     println!("pre-copy 64 MiB: {report}");
     assert_eq!(report["strategy"], "pre-copy");
     let rounds = report["rounds"].as_array().expect("rounds");
