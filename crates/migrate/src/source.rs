@@ -325,6 +325,9 @@ async fn blocking<T: Send + 'static>(
 struct Subject {
     /// The root process on this host.
     pid: u32,
+    /// The tree's resident memory when the migration began, in bytes: the
+    /// size estimate for the strategy, the space check and progress.
+    memory: u64,
     /// Containers: the bundle on this host.
     bundle_dir: Option<PathBuf>,
     /// Containers: the rootfs to archive (none when shared).
@@ -339,6 +342,7 @@ fn inspect(workload: &Workload) -> Result<Subject, MigrateError> {
             }
             Ok(Subject {
                 pid: *pid,
+                memory: tree_memory(*pid),
                 bundle_dir: None,
                 rootfs: None,
             })
@@ -375,6 +379,7 @@ fn inspect(workload: &Workload) -> Result<Subject, MigrateError> {
             }
             Ok(Subject {
                 pid: state.pid,
+                memory: tree_memory(state.pid),
                 bundle_dir: Some(state.bundle.clone()),
                 rootfs: (!shared_rootfs).then(|| spec.rootfs.clone()),
             })
@@ -409,7 +414,7 @@ async fn run(criu: Criu, req: &MigrateRequest) -> Result<Report, MigrateError> {
         Body::Hello(h) if h.protocol_version == PROTOCOL_VERSION => h,
         other => return Err(expect("Hello", other)),
     };
-    let (strategy, why) = choose(req.strategy, &ours, &theirs, tree_memory(subject.pid))?;
+    let (strategy, why) = choose(req.strategy, &ours, &theirs, subject.memory)?;
     tracing::info!(strategy = strategy.wire(), %why, "strategy");
     events.emit(Event::Strategy {
         strategy: strategy.wire().into(),
@@ -418,7 +423,8 @@ async fn run(criu: Criu, req: &MigrateRequest) -> Result<Report, MigrateError> {
 
     let session = session_name();
     let rootfs_size = subject.rootfs.as_deref().map_or(0, dir_size);
-    let estimate = tree_memory(subject.pid)
+    let estimate = subject
+        .memory
         .saturating_mul(2)
         .saturating_add(rootfs_size.saturating_mul(2))
         .saturating_add(64 << 20);
@@ -751,12 +757,10 @@ impl Job<'_> {
     async fn send_images(&self, link: &mut Link) -> Result<u64, MigrateError> {
         let events = &self.req.events;
         let meter = link.wire.clone();
-        let before = meter.get();
         let phase = events.phase("images", Some(dir_size(&self.images_dir)), &meter);
         let sent =
             transfer::send_dir_metered(&mut link.tx, &self.images_dir, |_| false, &meter).await?;
         phase.finish();
-        debug_assert!(meter.get() >= before);
         Ok(sent)
     }
 }
@@ -834,7 +838,7 @@ async fn stop_copy(job: &Job<'_>, link: &mut Link) -> Result<Report, MigrateErro
         pages_meter.clone(),
         Some(pages_done_rx),
     ));
-    let memory = events.phase("memory", Some(tree_memory(job.subject.pid)), &pages_meter);
+    let memory = events.phase("memory", Some(job.subject.memory), &pages_meter);
 
     // The dump runs on a blocking thread; at post-dump it hands control to
     // this task and waits for the verdict.
@@ -1258,11 +1262,7 @@ async fn post_copy(job: &Job<'_>, link: &mut Link) -> Result<Report, MigrateErro
         downtime_ms,
     });
     // The destination runs; pages flow until the last one is fetched.
-    let pages = events.phase(
-        "lazy pages",
-        Some(tree_memory_hint(&job.subject)),
-        &pages_meter,
-    );
+    let pages = events.phase("lazy pages", Some(job.subject.memory), &pages_meter);
     let dumped = joined(dump.await)?;
     let last_page_at = Instant::now();
     let pumped = match pump {
@@ -1304,11 +1304,6 @@ async fn post_copy(job: &Job<'_>, link: &mut Link) -> Result<Report, MigrateErro
         dependent_ms: Some(dependent_ms),
         destination_pid: dest_pid,
     })
-}
-
-/// The workload's memory, for progress totals (0 if it is gone).
-fn tree_memory_hint(subject: &Subject) -> u64 {
-    tree_memory(subject.pid)
 }
 
 /// How long stopping CRIU's lazy page server after a failure may take.
