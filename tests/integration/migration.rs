@@ -294,12 +294,18 @@ impl Lab {
 
     /// Starts an agent in `dst` with `key`, working in `work`.
     fn agent(&self, key: &Path, work: &Path) -> Agent {
+        self.agent_with(key, work, &[])
+    }
+
+    /// [`Lab::agent`] with more agent arguments.
+    fn agent_with(&self, key: &Path, work: &Path, args: &[&str]) -> Agent {
         Agent::start(
             &self.hosts.dst,
             &self.agent_addr(),
             key,
             work,
             self.tmp.path(),
+            args,
         )
     }
 
@@ -396,7 +402,7 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(ns: &NetNs, listen: &str, key: &Path, work: &Path, tmp: &Path) -> Self {
+    fn start(ns: &NetNs, listen: &str, key: &Path, work: &Path, tmp: &Path, args: &[&str]) -> Self {
         let mut run = Running::start(
             ns.command(testkit::program("crabmigrate"))
                 .args(["--log-level", "info", "--root"])
@@ -404,7 +410,8 @@ impl Agent {
                 .args(["agent", "--listen", listen, "--key-file"])
                 .arg(key)
                 .arg("--work-dir")
-                .arg(work),
+                .arg(work)
+                .args(args),
         );
         let ready = wait_until(PATIENCE, || {
             (run.stderr().contains("agent listening on ") || !run.running()).then_some(())
@@ -436,10 +443,9 @@ impl Agent {
     /// The agent's session directories (one per migration in progress),
     /// and received bundles without a container.
     fn sessions(&self) -> Vec<PathBuf> {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&self.work)
+        let mut found: Vec<PathBuf> = std::fs::read_dir(self.work.join("sessions"))
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
-        found.retain(|p| !p.ends_with("bundles"));
         found.extend(
             std::fs::read_dir(self.work.join("bundles"))
                 .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
@@ -878,7 +884,11 @@ fn a_peer_that_is_not_an_agent_is_refused() {
 
     let mut run = lab.migrate(src.inner, &lab.agent_addr(), &lab.key, &[]);
     let done = finish(&mut run, "a peer answering junk");
-    let line = assert_failed(&done, &["could not be authenticated"], "junk peer");
+    let line = assert_failed(
+        &done,
+        &["does not speak the crabmigrate protocol"],
+        "junk peer",
+    );
     println!("junk peer: failed after {:?}: {line}", done.took);
     src.assert_still_on_source(&lab.hosts.src, &before, "junk peer");
 
@@ -923,8 +933,12 @@ fn agent_killed_mid_transfer_rolls_back() {
 }
 
 #[test]
-fn post_copy_agent_killed_after_the_switch_resumes_the_source() {
-    if testkit::real_criu("post_copy_agent_killed_after_the_switch_resumes_the_source").is_none() {
+fn post_copy_agent_killed_after_the_switch_ends_in_doubt_with_no_copy_running() {
+    if testkit::real_criu(
+        "post_copy_agent_killed_after_the_switch_ends_in_doubt_with_no_copy_running",
+    )
+    .is_none()
+    {
         return;
     }
     let lab = Lab::new("mpkill");
@@ -933,9 +947,10 @@ fn post_copy_agent_killed_after_the_switch_resumes_the_source() {
     let before = src.outer.wait_tick(2, PATIENCE);
 
     // Once the destination runs the workload, most pages are still on the
-    // source; the agent (and its lazy-pages daemon) dies then. The source
-    // must take it for a broken transfer and resume, not for the end of
-    // one: CRIU would let the source die and nothing would run anywhere.
+    // source; the agent (and its lazy-pages daemon) dies then. Its
+    // watchdog kills the destination's copy; the source cannot know that,
+    // so it keeps its copy stopped (in doubt) until told: the resume
+    // command then brings it back intact.
     let mut run = lab.migrate_with(
         "post-copy",
         src.inner,
@@ -957,18 +972,75 @@ fn post_copy_agent_killed_after_the_switch_resumes_the_source() {
         .log()
         .lines()
         .find(|l| l.contains("migration committed"))
-        .and_then(|l| l.rsplit("pid=").next()?.trim().parse().ok())
+        .and_then(|l| {
+            l.split("pid=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .map(PidGuard::new);
     agent.run.kill();
     let killed_at = Instant::now();
     let done = finish(&mut run, "post-copy agent killed");
-    let line = assert_rolled_back(&done, "post-copy agent killed");
+    let (resume, _discard) = assert_in_doubt(&done, "post-copy agent killed");
     println!(
-        "post-copy agent killed: migrate failed {:?} later: {line}",
+        "post-copy agent killed: migrate ended {:?} later, in doubt",
         killed_at.elapsed()
     );
-    src.assert_still_on_source(&lab.hosts.src, &before, "post-copy agent killed");
     assert_nothing_on(&lab.hosts.dst, None, "post-copy agent killed");
+    let stopped = wait_until(PATIENCE, || {
+        (proc_state(src.inner) == Some('T')).then_some(())
+    });
+    assert!(
+        stopped.is_some(),
+        "the source is stopped: {:?}",
+        proc_state(src.inner)
+    );
+    recover(&resume, "post-copy agent killed");
+    src.assert_still_on_source(&lab.hosts.src, &before, "post-copy agent killed, resumed");
+}
+
+/// Checks a migration that ended in doubt (exit status 3) and returns its
+/// resume and discard commands, as the message prints them.
+fn assert_in_doubt(done: &Finished, what: &str) -> (String, String) {
+    let text = done.stderr.trim();
+    assert_eq!(
+        done.status.code(),
+        Some(3),
+        "{what}: exit status {}; stderr: {text}",
+        done.status
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("crabmigrate: error: "))
+        .unwrap_or_else(|| panic!("{what}: no error line: {text}"));
+    assert!(
+        line.contains("in doubt") && line.contains("kept stopped"),
+        "{what}: {line}"
+    );
+    let quoted: Vec<&str> = line.split('`').skip(1).step_by(2).collect();
+    let discard = quoted
+        .iter()
+        .find(|q| q.contains("--discard"))
+        .unwrap_or_else(|| panic!("{what}: {line}"));
+    let resume = quoted
+        .iter()
+        .find(|q| q.contains("--resume"))
+        .unwrap_or_else(|| panic!("{what}: {line}"));
+    ((*resume).to_owned(), (*discard).to_owned())
+}
+
+/// Runs a printed `crabmigrate recover ...` command line.
+fn recover(command: &str, what: &str) {
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let out = testkit::crabmigrate().args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: `{command}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -1139,6 +1211,11 @@ fn tamper(mut from: TcpStream, mut to: TcpStream, after: usize, flipped: &Atomic
     let mut seen = 0usize;
     let mut done = false;
     let mut frame = vec![0u8; 65_537];
+    // The plain greeting (magic and version) comes before the frames.
+    let mut greeting = [0u8; 16];
+    if from.read_exact(&mut greeting).is_err() || to.write_all(&greeting).is_err() {
+        return hang_up(&from, &to);
+    }
     loop {
         match from.read_exact(&mut frame[..2]) {
             Ok(()) => {}
@@ -1369,7 +1446,11 @@ fn health_check_decides_the_cut_over() {
         return;
     }
     let lab = Lab::new("mhealth");
-    let mut agent = lab.agent(&lab.key, &lab.dir("agent-work"));
+    let mut agent = lab.agent_with(
+        &lab.key,
+        &lab.dir("agent-work"),
+        &["--health-check", "failing=exit 3"],
+    );
 
     // A failing check: the destination drops its copy, the source resumes.
     let src = lab.source(16, false);
@@ -1378,7 +1459,7 @@ fn health_check_decides_the_cut_over() {
         src.inner,
         &lab.agent_addr(),
         &lab.key,
-        &["--health-cmd", "exit 3"],
+        &["--health-check", "failing"],
     );
     let done = finish(&mut run, "failing health check");
     let line = assert_rolled_back(&done, "failing health check");
@@ -1393,7 +1474,11 @@ fn health_check_decides_the_cut_over() {
     // A passing check: the migration commits (a fresh lab: the first
     // workload's executable copy may still be busy).
     let lab = Lab::new("mhealthy");
-    let agent = lab.agent(&lab.key, &lab.dir("agent-work"));
+    let agent = lab.agent_with(
+        &lab.key,
+        &lab.dir("agent-work"),
+        &["--health-check", "ready=kill -0 \"$CRABMIGRATE_PID\""],
+    );
     let mut src = lab.source(16, false);
     src.outer.wait_tick(2, PATIENCE);
     let before = src.tick();
@@ -1401,7 +1486,7 @@ fn health_check_decides_the_cut_over() {
         src.inner,
         &lab.agent_addr(),
         &lab.key,
-        &["--health-cmd", "true", "--json"],
+        &["--health-check", "ready", "--json"],
     );
     let done = finish(&mut run, "passing health check");
     assert!(

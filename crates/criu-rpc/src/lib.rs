@@ -76,7 +76,7 @@ pub use error::{CallError, CriuFailure, TransportError};
 pub use failure::KnownFailure;
 pub use features::Features;
 pub use images_requests::ImagesRequestError;
-pub use launcher::{ExecLauncher, LaunchSpec, Launcher, PassFd};
+pub use launcher::{ExecLauncher, IsolatedLauncher, LaunchSpec, Launcher, PassFd};
 pub use notify::{Notification, Notify, NotifyError, NotifyResult, Recorder};
 pub use options::{
     CgroupMode, Cgroups, Common, DumpOptions, DumpRequest, External, Gate, ImagesRequest,

@@ -42,16 +42,6 @@ fn ppid(pid: u32) -> Option<u32> {
         .ok()
 }
 
-/// SIGKILLs `root` and every descendant.
-pub fn kill_tree(root: u32) {
-    for pid in tree(root) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,7 +55,12 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(200));
         let tree = tree(child.id());
         assert!(tree.len() >= 2, "sh and its sleep: {tree:?}");
-        kill_tree(child.id());
+        for pid in tree.iter().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = child.wait();
     }
 }

@@ -41,6 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume(args) => container::resume(&cli.global, &args),
         Command::Agent(args) => migrate::agent(&cli.global, &args),
         Command::Migrate(args) => migrate::migrate(&cli.global, &args),
+        Command::Recover(args) => migrate::recover(&args),
         Command::Keygen(args) => {
             crabmigrate_migrate::key::Key::generate_file(&args.out)?;
             println!(
