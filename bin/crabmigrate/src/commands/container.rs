@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context};
 use crabmigrate_runtime::container::{self, CreateOptions};
+use crabmigrate_runtime::network::NetworkRequest;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -27,6 +28,10 @@ fn create_container(global: &Global, args: &CreateArgs) -> anyhow::Result<u32> {
         &CreateOptions {
             pid_file: args.pid_file.clone(),
             console_socket: args.console_socket.clone(),
+            network: args.network.as_ref().map(|name| NetworkRequest {
+                cni: super::cni(global),
+                name: name.clone(),
+            }),
         },
     )
     .with_context(|| format!("cannot create container {}", args.id))?;

@@ -109,7 +109,12 @@ pub(crate) fn arp_packet(op: u8, mac: [u8; 6], ip: Ipv4Addr) -> [u8; 28] {
     p
 }
 
-fn gratuitous_arp(ifname: &str, index: u32, mac: [u8; 6], ip: Ipv4Addr) -> Result<(), AnnounceError> {
+fn gratuitous_arp(
+    ifname: &str,
+    index: u32,
+    mac: [u8; 6],
+    ip: Ipv4Addr,
+) -> Result<(), AnnounceError> {
     let proto = (libc::ETH_P_ARP as u16).to_be();
     let sock = socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(proto))
         .map_err(sys("open a packet socket", ifname))?;
@@ -228,7 +233,12 @@ mod tests {
             parse_mac("02:42:0a:58:00:07").unwrap(),
             [2, 0x42, 10, 0x58, 0, 7]
         );
-        for bad in ["", "02:42:0a:58:00", "02:42:0a:58:00:07:01", "zz:00:00:00:00:00"] {
+        for bad in [
+            "",
+            "02:42:0a:58:00",
+            "02:42:0a:58:00:07:01",
+            "zz:00:00:00:00:00",
+        ] {
             assert!(parse_mac(bad).is_err(), "{bad}");
         }
     }

@@ -154,7 +154,9 @@ pub enum PluginError {
         /// Its standard error (or output), trimmed.
         output: String,
     },
-    #[error("CNI plugin {plugin} answered {op} on network {network} with no valid result: {problem}")]
+    #[error(
+        "CNI plugin {plugin} answered {op} on network {network} with no valid result: {problem}"
+    )]
     BadResult {
         network: String,
         plugin: String,
@@ -163,7 +165,9 @@ pub enum PluginError {
     },
     #[error("cannot enter the host network namespace {0} to run CNI plugins")]
     HostNetns(PathBuf, #[source] std::io::Error),
-    #[error("network {network} has CNI version {version}, which has no CHECK (it came with 0.4.0)")]
+    #[error(
+        "network {network} has CNI version {version}, which has no CHECK (it came with 0.4.0)"
+    )]
     CheckUnsupported { network: String, version: String },
 }
 
@@ -505,7 +509,10 @@ fi
         assert_eq!(first["name"], "testnet");
         assert_eq!(first["cniVersion"], "1.0.0");
         assert_eq!(first["x"], 1);
-        assert_eq!(first["runtimeConfig"], serde_json::json!({"ips": ["10.9.0.2/24"]}));
+        assert_eq!(
+            first["runtimeConfig"],
+            serde_json::json!({"ips": ["10.9.0.2/24"]})
+        );
         assert!(first.get("prevResult").is_none());
         let second: Value = serde_json::from_str(lines[3]).unwrap();
         assert_eq!(second["prevResult"]["note"], "first");

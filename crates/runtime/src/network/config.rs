@@ -61,7 +61,9 @@ pub struct NetworkConfig {
 pub enum ConfigError {
     #[error("the network name {0:?} is not valid; use letters, digits, '_', '.' and '-', starting with a letter or digit")]
     BadName(String),
-    #[error("cannot read the CNI configuration directory {dir}; create it or pass --cni-config-dir")]
+    #[error(
+        "cannot read the CNI configuration directory {dir}; create it or pass --cni-config-dir"
+    )]
     ReadDir {
         dir: PathBuf,
         #[source]
@@ -388,10 +390,7 @@ mod tests {
             alpha.capabilities().into_iter().collect::<Vec<_>>(),
             ["mac"]
         );
-        assert_eq!(
-            alpha.host_local_leases(),
-            Some(PathBuf::from("/x/alpha"))
-        );
+        assert_eq!(alpha.host_local_leases(), Some(PathBuf::from("/x/alpha")));
         let beta = cni.find("beta").unwrap();
         assert_eq!(beta.cni_version, "0.4.0");
         assert_eq!(beta.plugins().len(), 1);
@@ -399,7 +398,10 @@ mod tests {
         let missing = cni.find("gamma").unwrap_err().to_string();
         assert!(missing.contains("no CNI network named gamma"), "{missing}");
         assert!(missing.contains("alpha, beta"), "{missing}");
-        assert!(missing.contains("unreadable: 30-broken.conflist"), "{missing}");
+        assert!(
+            missing.contains("unreadable: 30-broken.conflist"),
+            "{missing}"
+        );
         assert!(matches!(cni.find("../x"), Err(ConfigError::BadName(_))));
         assert_eq!(cni.list().unwrap().len(), 3);
     }
@@ -421,9 +423,13 @@ mod tests {
             config_dir: dir.path().into(),
             plugin_dirs: vec![],
         };
-        let err = read(&dir.path().join("a.conflist")).unwrap_err().to_string();
+        let err = read(&dir.path().join("a.conflist"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a plugin name"), "{err}");
-        let err = read(&dir.path().join("b.conflist")).unwrap_err().to_string();
+        let err = read(&dir.path().join("b.conflist"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no plugins"), "{err}");
         assert!(cni.find("a").is_err());
     }

@@ -208,7 +208,7 @@ pub enum NetworkError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Plugin(#[from] PluginError),
+    Plugin(Box<PluginError>),
     #[error("cannot make the container's network namespace")]
     Netns(#[from] netns::NetnsError),
     #[error("cannot lock the container's network")]
@@ -246,6 +246,28 @@ pub enum NetworkError {
     },
     #[error("{path} is not a valid network attachment: {problem}")]
     Corrupt { path: PathBuf, problem: String },
+}
+
+/// A network asked for by name (`--network NAME`) on a host's CNI setup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRequest {
+    pub cni: Cni,
+    pub name: String,
+}
+
+impl NetworkRequest {
+    /// The network's configuration, its plugins checked to be installed.
+    pub fn resolve(&self) -> Result<NetworkConfig, NetworkError> {
+        let config = self.cni.find(&self.name)?;
+        self.cni.check_plugins(&config)?;
+        Ok(config)
+    }
+}
+
+impl From<PluginError> for NetworkError {
+    fn from(e: PluginError) -> Self {
+        Self::Plugin(Box::new(e))
+    }
 }
 
 /// Addresses and MAC to ask the network for.
@@ -335,7 +357,11 @@ pub fn prepare(
             return Err(NetworkError::NotAsRequested {
                 network: config.name.clone(),
                 wanted: wanted.to_string(),
-                got: got.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                got: got
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
     }
@@ -524,7 +550,10 @@ pub fn addresses_free(
             }
             return Err(taken(
                 *address,
-                format!("CNI container {owner:?} (host-local lease {})", file.display()),
+                format!(
+                    "CNI container {owner:?} (host-local lease {})",
+                    file.display()
+                ),
             ));
         }
     }
@@ -535,10 +564,7 @@ pub fn addresses_free(
 /// network entry of `linux.namespaces` gets that path (one is added if the
 /// spec has none). A spec that already joins another network namespace is
 /// refused.
-pub fn join_in_spec(
-    spec: &mut oci_spec::runtime::Spec,
-    netns: &Path,
-) -> Result<(), JoinError> {
+pub fn join_in_spec(spec: &mut oci_spec::runtime::Spec, netns: &Path) -> Result<(), JoinError> {
     use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
     let linux = spec.linux_mut().get_or_insert_with(Default::default);
     let list = linux.namespaces_mut().get_or_insert_with(Vec::new);
@@ -562,6 +588,40 @@ pub fn join_in_spec(
         }
     }
     Ok(())
+}
+
+/// Refuses a spec that joins a network namespace of its own (it cannot
+/// also get a network).
+pub fn check_spec(spec: &oci_spec::runtime::Spec) -> Result<(), JoinError> {
+    let joined = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|list| {
+            list.iter()
+                .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+        })
+        .and_then(|n| n.path().clone())
+        .filter(|p| !p.as_os_str().is_empty());
+    match joined {
+        Some(path) => Err(JoinError::AlreadyJoins(path)),
+        None => Ok(()),
+    }
+}
+
+/// Releases the network recorded in a container directory without a
+/// state (crabmigrate died between ADD and writing `state.json`). Returns
+/// whether there was one.
+pub fn release_leftover(root: &StateRoot, id: &str) -> Result<bool, NetworkError> {
+    let record = root.container_dir(id).join(ATTACHMENT_FILE);
+    match Attachment::read(&record)? {
+        Some(attachment) if !attachment.released => {
+            release(&attachment)?;
+            Ok(true)
+        }
+        Some(_) => Ok(true),
+        None => Ok(false),
+    }
 }
 
 /// Why a spec cannot join a network's namespace.
@@ -627,6 +687,8 @@ mod tests {
             .any(|(k, p)| k.proc_name() == "net" && p == Path::new("/run/netns/a")));
         // Joining the same one again is fine, another is refused.
         join_in_spec(&mut spec, Path::new("/run/netns/a")).unwrap();
+        assert!(check_spec(&spec).is_err());
+        assert!(check_spec(&oci_spec::runtime::Spec::default()).is_ok());
         let err = join_in_spec(&mut spec, Path::new("/run/netns/b")).unwrap_err();
         assert!(err.to_string().contains("/run/netns/a"), "{err}");
     }

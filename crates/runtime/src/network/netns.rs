@@ -200,7 +200,10 @@ pub fn inode(path: &Path) -> Option<u64> {
 pub fn exists(path: &Path) -> bool {
     // A bound namespace file lives on nsfs and is not the empty regular
     // file left behind on tmpfs.
-    match (std::fs::metadata(path), path.parent().map(std::fs::metadata)) {
+    match (
+        std::fs::metadata(path),
+        path.parent().map(std::fs::metadata),
+    ) {
         (Ok(m), Some(Ok(dir))) => m.dev() != dir.dev(),
         _ => false,
     }
@@ -240,10 +243,7 @@ pub fn open(path: &Path) -> Result<OwnedFd, NetnsError> {
 
 /// Runs `f` on a new thread that has entered the namespace at `path` (the
 /// network namespace is per thread; the caller's thread is unaffected).
-pub fn run_in<T: Send>(
-    path: &Path,
-    f: impl FnOnce() -> T + Send,
-) -> Result<T, NetnsError> {
+pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
     let ns = open(path)?;
     std::thread::scope(|scope| {
         scope
@@ -293,7 +293,11 @@ mod tests {
         let b = new_path("web");
         assert_ne!(a, b);
         assert!(a.starts_with(NETNS_DIR));
-        let name = new_path("..x").file_name().unwrap().to_string_lossy().into_owned();
+        let name = new_path("..x")
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         assert!(name.starts_with("crabmigrate-"), "{name}");
     }
 
