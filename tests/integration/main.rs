@@ -29,6 +29,9 @@ mod lazy_pages;
 mod migration;
 /// Network namespaces as test "hosts".
 mod netns;
+/// Containers with a CNI network: lifecycle, CHECK, delete after a crash,
+/// checkpoint/restore with a live TCP client, UDP, bad input.
+mod networks;
 /// A dump streamed to a page server in another network namespace.
 mod page_server;
 /// Process trees: checkpoint, restore, leave-running, notifications,
@@ -38,3 +41,5 @@ mod process_cr;
 mod pty;
 /// The RPC schema and client against a real `criu swrk`.
 mod rpc;
+/// The switch, two hosts and a client, built from namespaces.
+mod topology;

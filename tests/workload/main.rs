@@ -3,10 +3,15 @@
 //! left off with its memory intact.
 //!
 //! `crabmigrate-workload [--mem-mib N] [--out FILE | --stdout] [--interval-ms M] [--setsid]`
+//! `crabmigrate-workload --udp-echo PORT`
 //!
 //! Each tick it writes `COUNTER CHECKSUM PID` (to FILE, replaced atomically,
 //! or as a line on stdout). The checksum covers the whole held memory and is
 //! recomputed every tick.
+//!
+//! With `--udp-echo PORT` it is a UDP echo service instead: each datagram
+//! comes back prefixed with a token drawn at start (`TOKEN PAYLOAD`), so a
+//! client can tell that the same process answers after a restore.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,6 +22,7 @@ struct Args {
     out: Option<PathBuf>,
     interval: Duration,
     setsid: bool,
+    udp_echo: Option<u16>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -25,6 +31,7 @@ fn parse() -> Result<Args, String> {
         out: None,
         interval: Duration::from_millis(100),
         setsid: false,
+        udp_echo: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -43,6 +50,9 @@ fn parse() -> Result<Args, String> {
                 )
             }
             "--setsid" => args.setsid = true,
+            "--udp-echo" => {
+                args.udp_echo = Some(value()?.parse().map_err(|e| format!("--udp-echo: {e}"))?)
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -59,6 +69,9 @@ fn main() {
     };
     if args.setsid {
         let _ = nix::unistd::setsid();
+    }
+    if let Some(port) = args.udp_echo {
+        udp_echo(port);
     }
     // Pseudo-random content (xorshift), so pages are neither zero nor alike.
     let words = args.mem_mib * (1 << 20) / 8;
@@ -98,5 +111,30 @@ fn main() {
             }
         }
         std::thread::sleep(args.interval);
+    }
+}
+
+/// Echoes datagrams on `port`, each prefixed with this process's token.
+fn udp_echo(port: u16) -> ! {
+    let socket = match std::net::UdpSocket::bind(("0.0.0.0", port)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("crabmigrate-workload: cannot bind UDP port {port}: {e}");
+            std::process::exit(2);
+        }
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let token = format!("{:08x}", nanos ^ std::process::id().rotate_left(16));
+    let mut buf = [0u8; 2048];
+    loop {
+        let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let mut reply = format!("{token} ").into_bytes();
+        reply.extend_from_slice(&buf[..n]);
+        let _ = socket.send_to(&reply, peer);
     }
 }

@@ -393,6 +393,14 @@ pub struct CreateArgs {
     /// an interface eth0 and addresses from the network
     #[arg(long, value_name = "NAME")]
     pub network: Option<String>,
+    /// With --network: ask for this address, ADDR or ADDR/PREFIX (CNI
+    /// capability "ips"; repeatable)
+    #[arg(long, value_name = "ADDR", requires = "network")]
+    pub ip: Vec<String>,
+    /// With --network: give the container's interface this MAC (CNI
+    /// capability "mac")
+    #[arg(long, value_name = "MAC", requires = "network")]
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -131,7 +131,10 @@ pub fn create(
     let net_config = match &options.network {
         Some(request) => {
             network::check_spec(&bundle.spec)?;
-            Some(request.resolve()?)
+            let config = request.resolve()?;
+            let ips: Vec<_> = request.addresses.ips.iter().map(|n| n.addr()).collect();
+            network::addresses_free(root, &config, &ips, None)?;
+            Some(config)
         }
         None => None,
     };
@@ -151,13 +154,7 @@ pub fn create(
         Cgroup::create(&cgroup_path, &resources(&bundle.spec)).map_err(CreateError::Cgroup)?;
     cleanup.cgroup = Some(cgroup.clone());
     if let (Some(request), Some(config)) = (&options.network, &net_config) {
-        let prepared = network::prepare(
-            &request.cni,
-            config,
-            id,
-            &network::AddressRequest::default(),
-            false,
-        )?;
+        let prepared = network::prepare(&request.cni, config, id, &request.addresses, false)?;
         let attachment = prepared.attachment();
         attachment.write(&dir.join(network::ATTACHMENT_FILE))?;
         network::join_in_spec(&mut bundle.spec, &attachment.netns)?;

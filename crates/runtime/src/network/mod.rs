@@ -253,6 +253,9 @@ pub enum NetworkError {
 pub struct NetworkRequest {
     pub cni: Cni,
     pub name: String,
+    /// Addresses and MAC to ask for (`--ip`, `--mac`); empty: the
+    /// network's IPAM picks.
+    pub addresses: AddressRequest,
 }
 
 impl NetworkRequest {
@@ -268,6 +271,39 @@ impl From<PluginError> for NetworkError {
     fn from(e: PluginError) -> Self {
         Self::Plugin(Box::new(e))
     }
+}
+
+impl AddressRequest {
+    /// Parses `--ip` values (`ADDR` or `ADDR/PREFIX`) and a `--mac`.
+    pub fn parse(ips: &[String], mac: Option<&str>) -> Result<Self, RequestError> {
+        let ips = ips
+            .iter()
+            .map(|text| {
+                text.parse::<IpNet>()
+                    .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| RequestError::Ip(text.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+        if let Some(m) = mac {
+            let bytes = parse_mac(m).map_err(|_| RequestError::Mac(m.to_owned()))?;
+            if bytes[0] & 1 == 1 {
+                return Err(RequestError::Mac(m.to_owned()));
+            }
+        }
+        Ok(Self {
+            ips,
+            mac: mac.map(str::to_ascii_lowercase),
+        })
+    }
+}
+
+/// Why `--ip` or `--mac` is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("--ip {0:?} is not an address (e.g. 10.88.0.5 or 10.88.0.5/24)")]
+    Ip(String),
+    #[error("--mac {0:?} is not a unicast MAC address (e.g. 02:42:0a:58:00:05)")]
+    Mac(String),
 }
 
 /// Addresses and MAC to ask the network for.
