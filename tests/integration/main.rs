@@ -41,5 +41,9 @@ mod process_cr;
 mod pty;
 /// The RPC schema and client against a real `criu swrk`.
 mod rpc;
+/// Sockets and files of process trees: a TCP client kept connected through
+/// checkpoint and restore, a UDP service, --tcp-close, --ext-unix-sk,
+/// --file-locks, --link-remap, and the refusals around them.
+mod sockets;
 /// The switch, two hosts and a client, built from namespaces.
 mod topology;
