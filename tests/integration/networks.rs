@@ -11,7 +11,8 @@
 //!   sends a request every 5 ms over one connection: zero resets, every
 //!   reply correct and in order; the largest gap between replies is
 //!   printed (never asserted);
-//! - a UDP echo service keeps answering from the same process;
+//! - a UDP echo service keeps answering from the same process, also after
+//!   a restore from an exported archive (which carries network.status);
 //! - bad input, refused with nothing changed: an unknown network, a
 //!   missing plugin, an address taken (by a container, by another CNI
 //!   user's lease).
@@ -589,6 +590,35 @@ fn a_udp_service_answers_from_the_same_process_after_restore() {
         second > first,
         "the same process answers: served {second} after {first}"
     );
+
+    // Through an archive: network.status travels with it, and a restore
+    // from the archive recreates the network.
+    let again = work.path().join("again");
+    let archive = work.path().join("udp.tar.zst");
+    let extracted = work.path().join("extracted");
+    ok(
+        a,
+        &["checkpoint", &id, "--images-dir", again.to_str().unwrap()],
+    );
+    ok(a, &["export", &id, "-o", archive.to_str().unwrap()]);
+    let (status, _, stderr) = run_to_files(
+        a.command(&[
+            "restore",
+            &id,
+            "--bundle",
+            bundle.path().to_str().unwrap(),
+            "--import",
+            archive.to_str().unwrap(),
+            "--images-dir",
+            extracted.to_str().unwrap(),
+            "-d",
+        ]),
+        work.path(),
+    );
+    assert!(status.success(), "restore --import failed: {stderr}");
+    assert!(extracted.join("network.status").is_file());
+    let third = served(&udp_ask(&socket, &target, "three"));
+    assert!(third > second, "served {third} after {second}");
     ok(a, &["delete", "--force", &id]);
 }
 
