@@ -194,8 +194,15 @@ fn tcp_client(target: SocketAddr) -> impl FnOnce(&AtomicBool, &AtomicU64) -> Cli
             let mut last = Instant::now();
             let mut n = 0u64;
             loop {
-                if writer_done.load(Ordering::SeqCst) && n >= sent.load(Ordering::SeqCst) {
-                    break;
+                // Read only answers to requests sent (a request is counted
+                // once written), so the end never waits for one that was not.
+                let done = writer_done.load(Ordering::SeqCst);
+                if n >= sent.load(Ordering::SeqCst) {
+                    if done {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
                 }
                 n += 1;
                 let mut line = String::new();
