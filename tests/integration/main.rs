@@ -29,6 +29,9 @@ mod lazy_pages;
 mod migration;
 /// Network namespaces as test "hosts".
 mod netns;
+/// Containers with a CNI network: lifecycle, CHECK, delete after a crash,
+/// checkpoint/restore with a live TCP client, UDP, bad input.
+mod networks;
 /// A dump streamed to a page server in another network namespace.
 mod page_server;
 /// Process trees: checkpoint, restore, leave-running, notifications,
@@ -42,3 +45,5 @@ mod rpc;
 /// checkpoint and restore, a UDP service, --tcp-close, --ext-unix-sk,
 /// --file-locks, --link-remap, and the refusals around them.
 mod sockets;
+/// The switch, two hosts and a client, built from namespaces.
+mod topology;

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context};
 use crabmigrate_runtime::container::{self, CreateOptions};
+use crabmigrate_runtime::network::{AddressRequest, NetworkRequest};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -20,6 +21,14 @@ pub fn create(global: &Global, args: &CreateArgs) -> anyhow::Result<ExitCode> {
 
 fn create_container(global: &Global, args: &CreateArgs) -> anyhow::Result<u32> {
     let root = super::state_root(global);
+    let network = match &args.network {
+        Some(name) => Some(NetworkRequest {
+            cni: super::cni(global),
+            name: name.clone(),
+            addresses: AddressRequest::parse(&args.ip, args.mac.as_deref())?,
+        }),
+        None => None,
+    };
     let created = container::create(
         &root,
         &args.id,
@@ -27,6 +36,7 @@ fn create_container(global: &Global, args: &CreateArgs) -> anyhow::Result<u32> {
         &CreateOptions {
             pid_file: args.pid_file.clone(),
             console_socket: args.console_socket.clone(),
+            network,
         },
     )
     .with_context(|| format!("cannot create container {}", args.id))?;

@@ -39,6 +39,8 @@ pub enum LifecycleError {
     Stuck(String, Duration),
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
+    #[error("cannot release the network of container {0}; fix the cause or delete with --force")]
+    Network(String, #[source] crate::network::NetworkError),
 }
 
 fn wrong(state: &State, action: &'static str, wanted: &'static str) -> LifecycleError {
@@ -109,7 +111,19 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 /// Deletes the container: its cgroup and state; poststop hooks run. A
 /// running or paused container needs `force` (its processes are killed).
 pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleError> {
-    let state = load(root, id)?;
+    let state = match load(root, id) {
+        Err(LifecycleError::State(crate::state::StateError::NotFound { .. }))
+            if force && root.container_dir(id).is_dir() =>
+        {
+            // A create that died before writing its state: release what
+            // it attached, remove what it left.
+            crate::network::release_leftover(root, id)
+                .map_err(|e| LifecycleError::Network(id.to_owned(), e))?;
+            root.remove(id)?;
+            return Ok(());
+        }
+        other => other?,
+    };
     let live = matches!(
         state.status,
         Status::Created | Status::Running | Status::Paused
@@ -134,6 +148,15 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleEr
                 return Err(LifecycleError::Stuck(id.to_owned(), KILL_WAIT));
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    if let Some(net) = state.network.as_ref().filter(|n| !n.released) {
+        match crate::network::release(net) {
+            Ok(()) => {}
+            Err(e) if force => {
+                tracing::warn!(id, error = %e, "cannot release the container's network; deleting anyway")
+            }
+            Err(e) => return Err(LifecycleError::Network(id.to_owned(), e)),
         }
     }
     if let Some(cgroup) = &state.cgroup {
@@ -223,6 +246,9 @@ pub struct OciState {
     pub rootfs: PathBuf,
     pub created: u64,
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// The CNI network attachment (`--network`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkStatus>,
 }
 
 /// The state of `id`, as `crabmigrate state` prints it.
@@ -238,6 +264,7 @@ pub fn oci_state(root: &StateRoot, id: &str) -> Result<OciState, LifecycleError>
         rootfs: s.rootfs,
         created: s.created,
         annotations: s.annotations,
+        network: s.network.as_ref().map(crate::network::Attachment::status),
     })
 }
 

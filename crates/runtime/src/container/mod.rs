@@ -16,6 +16,7 @@ mod hooks;
 mod init;
 mod lifecycle;
 mod restore;
+mod restore_network;
 pub mod rootfs;
 
 pub use checkpoint::{checkpoint, CheckpointError, CheckpointOptions, CheckpointOutcome};
@@ -25,4 +26,4 @@ pub use lifecycle::{
     delete, kill, oci_state, pause, ps, resume, start, LifecycleError, OciState, ProcessInfo,
     OWNED_BUNDLE_MARKER,
 };
-pub use restore::{restore, RestoreError, RestoreOptions, Restored};
+pub use restore::{restore, restore_networked, RestoreError, RestoreOptions, Restored};
