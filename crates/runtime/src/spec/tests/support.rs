@@ -1,0 +1,254 @@
+use super::*;
+use serde_json::json;
+
+#[test]
+fn each_unsupported_field_is_reported() {
+    let cases: &[(&str, Value, &str)] = &[
+        ("/domainname", json!("example.org"), "domainname"),
+        ("/solaris", json!({}), "solaris"),
+        ("/windows", json!({"layerFolders": []}), "windows"),
+        ("/vm", json!({"kernel": {"path": "/k"}}), "vm"),
+        ("/process/user/umask", json!(18), "process.user.umask"),
+        (
+            "/process/user/username",
+            json!("root"),
+            "process.user.username",
+        ),
+        ("/process/commandLine", json!("sh"), "process.commandLine"),
+        (
+            "/process/ioPriority",
+            json!({"class": "IOPRIO_CLASS_RT", "priority": 1}),
+            "process.ioPriority",
+        ),
+        (
+            "/process/scheduler",
+            json!({"policy": "SCHED_OTHER"}),
+            "process.scheduler",
+        ),
+        ("/mounts/0/type", json!("overlay"), "mounts[0].type=overlay"),
+        ("/mounts/1/options", json!(["rro"]), "mounts[1].options=rro"),
+        (
+            "/mounts/1/uidMappings",
+            json!([{"hostID": 1000, "containerID": 0, "size": 1}]),
+            "mounts[1].uidMappings",
+        ),
+        (
+            "/linux/namespaces/0",
+            json!({"type": "user"}),
+            "linux.namespaces[user]",
+        ),
+        (
+            "/linux/namespaces/0",
+            json!({"type": "time"}),
+            "linux.namespaces[time]",
+        ),
+        (
+            "/linux/uidMappings",
+            json!([{"hostID": 1000, "containerID": 0, "size": 1}]),
+            "linux.uidMappings",
+        ),
+        (
+            "/linux/gidMappings",
+            json!([{"hostID": 1000, "containerID": 0, "size": 1}]),
+            "linux.gidMappings",
+        ),
+        (
+            "/linux/sysctl",
+            json!({"net.ipv4.ip_forward": "1"}),
+            "linux.sysctl",
+        ),
+        (
+            "/linux/mountLabel",
+            json!("system_u:object_r:container_file_t:s0"),
+            "linux.mountLabel",
+        ),
+        ("/linux/intelRdt", json!({"closID": "x"}), "linux.intelRdt"),
+        (
+            "/linux/personality",
+            json!({"domain": "LINUX32"}),
+            "linux.personality",
+        ),
+        ("/linux/netDevices", json!({"eth1": {}}), "linux.netDevices"),
+        (
+            "/linux/timeOffsets",
+            json!({"monotonic": {"secs": 1}}),
+            "linux.timeOffsets",
+        ),
+        (
+            "/linux/resources/blockIO",
+            json!({"weight": 10}),
+            "linux.resources.blockIO",
+        ),
+        (
+            "/linux/resources/hugepageLimits",
+            json!([{"pageSize": "2MB", "limit": 1}]),
+            "linux.resources.hugepageLimits",
+        ),
+        (
+            "/linux/resources/network",
+            json!({"classID": 1}),
+            "linux.resources.network",
+        ),
+        (
+            "/linux/resources/rdma",
+            json!({"mlx5_1": {"hcaHandles": 3}}),
+            "linux.resources.rdma",
+        ),
+        (
+            "/linux/resources/unified",
+            json!({"io.weight": "10"}),
+            "linux.resources.unified",
+        ),
+        (
+            "/linux/resources/memory",
+            json!({"limit": 1, "reservation": 1}),
+            "linux.resources.memory.reservation",
+        ),
+        (
+            "/linux/resources/memory",
+            json!({"swappiness": 10}),
+            "linux.resources.memory.swappiness",
+        ),
+        (
+            "/linux/resources/cpu",
+            json!({"shares": 2, "realtimeRuntime": 5}),
+            "linux.resources.cpu.realtimeRuntime",
+        ),
+        (
+            "/hooks/createContainer",
+            json!([{"path": "/bin/true"}]),
+            "hooks.createContainer",
+        ),
+        (
+            "/hooks/startContainer",
+            json!([{"path": "/bin/true"}]),
+            "hooks.startContainer",
+        ),
+    ];
+    for (pointer, value, expected) in cases {
+        let spec = spec_of(&with(base(), pointer, value.clone()));
+        let fields = unsupported_fields(check_supported(&spec));
+        assert_eq!(fields, vec![expected.to_string()], "setting {pointer}");
+    }
+}
+
+#[test]
+fn all_unsupported_fields_are_listed_at_once() {
+    let v = with(base(), "/linux/sysctl", json!({"kernel.shmmax": "1"}));
+    let v = with(v, "/domainname", json!("example.org"));
+    let v = with(v, "/linux/namespaces/1", json!({"type": "user"}));
+    let dir = bundle(&v.to_string());
+    let err = load(dir.path()).expect_err("unsupported");
+    assert_eq!(
+        err.to_string(),
+        "config.json uses what crabmigrate does not support: domainname, \
+         linux.sysctl, linux.namespaces[user]; remove these fields"
+    );
+}
+
+#[test]
+fn supported_resources_and_fields_pass() {
+    let v = with(
+        base(),
+        "/linux/resources",
+        json!({
+            "memory": {"limit": 1048576, "swap": 2097152},
+            "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0-1", "mems": "0"},
+            "pids": {"limit": 100}
+        }),
+    );
+    let v = with(v, "/linux/cgroupsPath", json!("/mine/c1"));
+    let v = with(v, "/linux/rootfsPropagation", json!("rprivate"));
+    let v = with(
+        v,
+        "/linux/devices",
+        json!([{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]),
+    );
+    let v = with(v, "/process/user/additionalGids", json!([5, 6]));
+    let v = with(
+        v,
+        "/process/consoleSize",
+        json!({"height": 24, "width": 80}),
+    );
+    let v = with(v, "/annotations", json!({"org.example.key": "value"}));
+    let v = with(
+        v,
+        "/hooks",
+        json!({
+            "prestart": [{"path": "/bin/true"}],
+            "createRuntime": [{"path": "/bin/true", "args": ["true"], "timeout": 5}],
+            "poststart": [{"path": "/bin/true"}],
+            "poststop": [{"path": "/bin/true"}]
+        }),
+    );
+    let v = with(v, "/process/capabilities", Value::Null);
+    let spec = spec_of(&v);
+    validate(&spec).expect("valid");
+    assert_eq!(
+        check_supported(&spec).expect("supported"),
+        Vec::<String>::new()
+    );
+    assert_eq!(cgroup_path(&spec, "c1").expect("path"), "/mine/c1");
+    assert_eq!(
+        rootfs_propagation(&spec).expect("propagation"),
+        MsFlags::MS_PRIVATE | MsFlags::MS_REC
+    );
+    assert_eq!(devices(&spec).len(), 1);
+    let h = hooks(&spec);
+    assert_eq!(
+        (
+            h.prestart.len(),
+            h.create_runtime.len(),
+            h.poststart.len(),
+            h.poststop.len()
+        ),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(h.create_runtime[0].timeout(), Some(5));
+}
+
+#[test]
+fn accepted_but_not_applied_fields_are_warnings() {
+    let v = with(
+        base(),
+        "/linux/seccomp",
+        json!({"defaultAction": "SCMP_ACT_ALLOW"}),
+    );
+    let v = with(v, "/process/apparmorProfile", json!("docker-default"));
+    let v = with(
+        v,
+        "/process/selinuxLabel",
+        json!("system_u:system_r:container_t:s0"),
+    );
+    let v = with(v, "/process/oomScoreAdj", json!(100));
+    let v = with(v, "/mounts/0/destination", json!("proc"));
+    let warnings = check_supported(&spec_of(&v)).expect("warnings only");
+    let starts: Vec<&str> = warnings
+        .iter()
+        .map(|w| w.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "process.capabilities",
+            "process.apparmorProfile",
+            "process.selinuxLabel",
+            "process.oomScoreAdj",
+            "mounts[0].destination",
+            "linux.resources.devices",
+            "linux.seccomp",
+        ]
+    );
+}
+
+#[test]
+fn empty_values_count_as_absent() {
+    let v = with(base(), "/linux/sysctl", json!({}));
+    let v = with(v, "/linux/mountLabel", json!(""));
+    let v = with(v, "/linux/resources/blockIO", json!({}));
+    let v = with(v, "/linux/resources/devices", json!([]));
+    let v = with(v, "/hooks/createContainer", json!([]));
+    let v = with(v, "/process/apparmorProfile", json!(""));
+    let warnings = check_supported(&spec_of(&v)).expect("supported");
+    assert_eq!(warnings.len(), 1, "{warnings:?}"); // capabilities
+}
