@@ -26,10 +26,12 @@
 //! The parts, one file each: `hierarchy.rs` (what is mounted),
 //! `resources.rs` (the limits), `freezer.rs` (freeze, thaw, signal).
 
+mod devices;
 mod freezer;
 mod hierarchy;
 mod resources;
 
+pub use devices::{default_allowed as default_allowed_devices, DeviceRule};
 pub use freezer::FreezerState;
 pub use hierarchy::{hierarchies, Hierarchy};
 pub use resources::{shares_to_weight, Resources};
@@ -73,6 +75,13 @@ pub enum CgroupError {
     /// No cgroup hierarchy is mounted.
     #[error("no cgroup hierarchy is mounted under {CGROUP_ROOT}")]
     NoHierarchies,
+    /// Device rules were asked for, but no v1 devices hierarchy is mounted.
+    #[error(
+        "cannot enforce linux.resources.devices: this host has no cgroup v1 devices controller, \
+         and crabmigrate does not attach cgroup v2 device programs (eBPF); run on a host with \
+         the v1 devices controller mounted"
+    )]
+    NoDevicesController,
     /// A limit was asked for whose controller no hierarchy offers.
     #[error(
         "cannot set the {resource} limit: no cgroup hierarchy has the {controller} controller"
@@ -265,6 +274,7 @@ impl Cgroup {
                 }
             }
         }
+        self.apply_devices(hierarchies, &resources.devices)?;
         self.apply(hierarchies, components, resources)
     }
 

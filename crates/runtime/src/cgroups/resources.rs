@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
+use super::devices::DeviceRule;
 use super::hierarchy::Hierarchy;
 use super::{read_file, read_optional, write_file, Cgroup, CgroupError};
 
@@ -32,6 +33,10 @@ pub struct Resources {
     pub cpuset_mems: Option<String>,
     /// Maximum number of tasks.
     pub pids_limit: Option<i64>,
+    /// Device rules, in order (see `devices.rs`); empty leaves the devices
+    /// cgroup as inherited.
+    #[serde(default)]
+    pub devices: Vec<DeviceRule>,
 }
 
 impl Cgroup {

@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{open, OFlag};
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxDeviceType, Spec};
 
 use super::hooks::{self, HookState};
 use super::init::{self, InitConfig, Message};
 use super::rootfs::MountKind;
-use crate::cgroups::{Cgroup, Resources};
+use crate::cgroups::{default_allowed_devices, Cgroup, DeviceRule, Resources};
+use crate::security::{ProcessSecurity, SecurityError};
 use crate::spec::{self, Bundle};
 use crate::state::{State, StateRoot, Status};
 
@@ -63,6 +64,8 @@ pub enum CreateError {
     InitVanished,
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
+    #[error("cannot apply the spec's process security")]
+    Security(#[from] SecurityError),
     #[error("{field} {value:?} is not valid here")]
     Invalid { field: &'static str, value: String },
 }
@@ -278,7 +281,46 @@ pub(crate) fn resources(spec: &Spec) -> Resources {
     if let Some(p) = res.pids() {
         r.pids_limit = Some(p.limit());
     }
+    r.devices = device_rules(spec);
     r
+}
+
+/// `linux.resources.devices` in order, then allow rules for `linux.devices`
+/// and the default devices (runc's way); nothing when the spec restricts
+/// no devices.
+pub(crate) fn device_rules(spec: &Spec) -> Vec<DeviceRule> {
+    let listed = spec::resources(spec)
+        .and_then(|r| r.devices().as_deref())
+        .unwrap_or_default();
+    if listed.is_empty() {
+        return Vec::new();
+    }
+    let kind_char = |t: Option<LinuxDeviceType>| match t {
+        None | Some(LinuxDeviceType::A) => 'a',
+        Some(LinuxDeviceType::B) => 'b',
+        // c, u (unbuffered character) and p (fifo) are character rules.
+        Some(_) => 'c',
+    };
+    let mut rules: Vec<DeviceRule> = listed
+        .iter()
+        .map(|d| DeviceRule {
+            allow: d.allow(),
+            kind: kind_char(d.typ()),
+            major: d.major(),
+            minor: d.minor(),
+            access: d.access().clone().unwrap_or_else(|| "rwm".to_owned()),
+        })
+        .collect();
+    for dev in spec::devices(spec) {
+        rules.push(DeviceRule::allow(
+            kind_char(Some(dev.typ())),
+            Some(dev.major()),
+            Some(dev.minor()),
+            "rwm",
+        ));
+    }
+    rules.extend(default_allowed_devices());
+    rules
 }
 
 /// Turns the spec into the children's instructions.
@@ -330,6 +372,10 @@ pub(crate) fn init_config(
             rlimit_resource(&format!("{:?}", r.typ())).map(|res| (res, r.soft(), r.hard()))
         })
         .collect();
+    let security = ProcessSecurity::from_spec(
+        &process,
+        spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
+    )?;
     Ok(InitConfig {
         rootfs: bundle.rootfs.clone(),
         cgroup,
@@ -356,7 +402,8 @@ pub(crate) fn init_config(
         uid: process.user().uid(),
         gid: process.user().gid(),
         additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
-        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        security,
+        sysctl: spec::sysctls(spec).map_err(bad)?,
         cwd: process.cwd().clone(),
         args: cstrings(&process.args().clone().unwrap_or_default(), "process.args")?,
         env: cstrings(&process.env().clone().unwrap_or_default(), "process.env")?,

@@ -39,6 +39,7 @@ use nix::unistd::{Gid, Uid};
 use super::console;
 use super::rootfs::{self, MountEntry};
 use crate::cgroups::Cgroup;
+use crate::security::{ProcessSecurity, SecurityError};
 
 /// Everything the children need, prepared by `create` before forking so
 /// that the children only act.
@@ -63,7 +64,10 @@ pub struct InitConfig {
     pub uid: u32,
     pub gid: u32,
     pub additional_gids: Vec<u32>,
-    pub no_new_privileges: bool,
+    /// Capabilities, no_new_privs, seccomp, LSM labels, umask, OOM score.
+    pub security: ProcessSecurity,
+    /// `linux.sysctl`, checked to be namespaced.
+    pub sysctl: Vec<(String, String)>,
     pub cwd: PathBuf,
     pub args: Vec<CString>,
     pub env: Vec<CString>,
@@ -141,6 +145,15 @@ pub enum InitError {
     Parent,
     #[error("cannot wait for start on exec.fifo")]
     Fifo(#[source] nix::Error),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+    #[error("cannot set sysctl {key} to {value:?}")]
+    Sysctl {
+        key: String,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot execute {0:?} (not found in the container's PATH or not executable)")]
     Exec(String, #[source] nix::Error),
 }
@@ -187,6 +200,7 @@ fn init(config: InitConfig, sock: UnixStream) -> ! {
         let program = find_program(&config)?;
         send(&sock, "ready");
         wait_for_start(&config)?;
+        config.security.before_exec()?;
         exec(&config, &program)
     });
     match result {
@@ -233,6 +247,9 @@ fn prepare(config: &InitConfig, sock: &UnixStream) -> Result<(), InitError> {
     };
     if new_mount_ns {
         rootfs::pivot_root(rootfs)?;
+        // After pivot_root the container's /proc is at /proc; before the
+        // read-only paths, which usually include /proc/sys.
+        write_sysctls(&config.sysctl)?;
         for path in &config.masked {
             rootfs::mask(path)?;
         }
@@ -257,6 +274,7 @@ fn prepare(config: &InitConfig, sock: &UnixStream) -> Result<(), InitError> {
             nix::sys::resource::setrlimit(resource, soft, hard),
         )?;
     }
+    config.security.before_user()?;
     let gids: Vec<Gid> = config
         .additional_gids
         .iter()
@@ -271,14 +289,26 @@ fn prepare(config: &InitConfig, sock: &UnixStream) -> Result<(), InitError> {
         "set the user id",
         nix::unistd::setuid(Uid::from_raw(config.uid)),
     )?;
-    if config.no_new_privileges {
-        sys("set no_new_privs", nix::sys::prctl::set_no_new_privs())?;
-    }
+    config.security.after_user()?;
     sys(
         "enter the working directory",
         nix::unistd::chdir(&config.cwd),
     )?;
     close_on_exec_from(3);
+    Ok(())
+}
+
+/// Writes the sysctls through the container's /proc/sys.
+fn write_sysctls(sysctls: &[(String, String)]) -> Result<(), InitError> {
+    for (key, value) in sysctls {
+        std::fs::write(crate::spec::sysctl_path(key), value).map_err(|source| {
+            InitError::Sysctl {
+                key: key.clone(),
+                value: value.clone(),
+                source,
+            }
+        })?;
+    }
     Ok(())
 }
 

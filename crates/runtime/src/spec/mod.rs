@@ -4,23 +4,24 @@
 //!
 //! crabmigrate reads a subset of the OCI runtime spec 1.x. Every field that
 //! is present and outside that subset is reported when the bundle is loaded,
-//! either as an error ([`SpecError::Unsupported`], listing all of them at
-//! once) or, for fields that nearly every generated spec carries and that
-//! crabmigrate accepts without applying (capabilities, the device cgroup,
-//! seccomp, LSM labels), as a warning the CLI prints once. Fields that
-//! neither crabmigrate nor the `oci-spec` crate know are warnings too: the
-//! runtime spec says unknown properties must be ignored, not rejected.
+//! as an error ([`SpecError::Unsupported`], listing all of them at once):
+//! nothing the spec asks for is dropped, least of all its security
+//! (capabilities, seccomp, LSM labels, the devices cgroup), which the
+//! `security` module and the cgroup code apply. Fields that neither
+//! crabmigrate nor the `oci-spec` crate know are warnings: the runtime spec
+//! says unknown properties must be ignored, not rejected.
 //!
 //! Empty values (an empty list, map or string) count as absent.
 //!
 //! The parts, one file each: `validate.rs` (the spec's own rules, IDs, the
-//! cgroup path), `support.rs` (what crabmigrate supports), `namespaces.rs`,
+//! cgroup path), `support.rs` (what crabmigrate supports), `sysctl.rs`, `namespaces.rs`,
 //! `mounts.rs` (with the rootfs propagation) and `hooks.rs`.
 
 mod hooks;
 mod mounts;
 mod namespaces;
 mod support;
+mod sysctl;
 mod validate;
 
 pub use hooks::{hooks, HookSet};
@@ -30,6 +31,7 @@ pub use mounts::{
 };
 pub use namespaces::{namespaces, NamespaceKind, Namespaces};
 pub use support::check_supported;
+pub use sysctl::{proc_path as sysctl_path, sysctls};
 pub use validate::{cgroup_path, validate, validate_id};
 
 use std::fs;

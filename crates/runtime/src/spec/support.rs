@@ -15,18 +15,19 @@ use super::SpecError;
 /// |---|---|
 /// | ociVersion 1.x, root, hostname, annotations | supported |
 /// | process: args, env, cwd, terminal, user.uid/gid/additionalGids, rlimits, noNewPrivileges, consoleSize | supported |
-/// | process.capabilities, apparmorProfile, selinuxLabel, oomScoreAdj | warning: not applied |
-/// | process.user.umask/username, commandLine, ioPriority, scheduler, execCPUAffinity | unsupported |
+/// | process.capabilities, apparmorProfile, selinuxLabel, oomScoreAdj, user.umask | applied (`security`; an LSM the kernel lacks is refused there) |
+/// | process.user.username, commandLine, ioPriority, scheduler, execCPUAffinity | unsupported |
 /// | mounts of type proc, sysfs, tmpfs, devpts, mqueue, cgroup, bind (type or option) | supported |
 /// | other mount types, mount uid/gidMappings, recursive/idmap/tmpcopyup options | unsupported |
 /// | linux.namespaces pid/network/mount/ipc/uts/cgroup (new or joined) | supported |
 /// | linux.namespaces user/time, uidMappings, gidMappings | unsupported |
 /// | linux.resources memory.limit/swap, cpu.shares/quota/period/cpus/mems, pids.limit | supported |
-/// | linux.resources.devices | warning: not enforced |
+/// | linux.resources.devices | applied (the v1 devices controller; refused on a host without one) |
 /// | other linux.resources (blockIO, hugepageLimits, network, rdma, unified, ...) | unsupported |
 /// | linux.cgroupsPath, maskedPaths, readonlyPaths, devices, rootfsPropagation | supported |
-/// | linux.seccomp | warning: not applied |
-/// | linux.sysctl, mountLabel, intelRdt, personality, memoryPolicy, netDevices, timeOffsets | unsupported |
+/// | linux.seccomp | applied (`security`) |
+/// | linux.sysctl | applied when namespaced (see `sysctl.rs`) |
+/// | linux.mountLabel, intelRdt, personality, memoryPolicy, netDevices, timeOffsets | unsupported |
 /// | hooks prestart/createRuntime/poststart/poststop | supported |
 /// | hooks createContainer/startContainer | unsupported |
 /// | domainname, solaris, windows, vm, zos | unsupported |
@@ -58,7 +59,7 @@ pub fn check_supported(spec: &Spec) -> Result<Vec<String>, SpecError> {
     }
 
     if let Some(process) = spec.process() {
-        check_process(process, &mut unsupported, &mut warnings);
+        check_process(process, &mut unsupported);
     }
 
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
@@ -105,13 +106,8 @@ pub fn check_supported(spec: &Spec) -> Result<Vec<String>, SpecError> {
             "linux.gidMappings",
             &mut unsupported,
         );
-        present(
-            linux.sysctl().as_ref().is_some_and(|m| !m.is_empty()),
-            "linux.sysctl",
-            &mut unsupported,
-        );
         if let Some(resources) = linux.resources() {
-            check_resources(resources, &mut unsupported, &mut warnings);
+            check_resources(resources, &mut unsupported);
         }
         for ns in linux.namespaces().iter().flatten() {
             if NamespaceKind::from_oci(ns.typ()).is_none() {
@@ -120,12 +116,6 @@ pub fn check_supported(spec: &Spec) -> Result<Vec<String>, SpecError> {
                     oci_namespace_name(ns.typ())
                 ));
             }
-        }
-        if linux.seccomp().is_some() {
-            warnings.push(
-                "linux.seccomp is not applied: the container runs without a seccomp filter"
-                    .to_owned(),
-            );
         }
         present(
             linux
@@ -183,33 +173,9 @@ pub fn check_supported(spec: &Spec) -> Result<Vec<String>, SpecError> {
     }
 }
 
-fn check_process(process: &Process, unsupported: &mut Vec<String>, warnings: &mut Vec<String>) {
-    if process.capabilities().is_some() {
-        warnings.push(
-            "process.capabilities is not applied: the process keeps every capability its user has"
-                .to_owned(),
-        );
-    }
-    if process
-        .apparmor_profile()
-        .as_deref()
-        .is_some_and(|p| !p.is_empty())
-    {
-        warnings.push("process.apparmorProfile is not applied".to_owned());
-    }
-    if process
-        .selinux_label()
-        .as_deref()
-        .is_some_and(|l| !l.is_empty())
-    {
-        warnings.push("process.selinuxLabel is not applied".to_owned());
-    }
-    if process.oom_score_adj().is_some() {
-        warnings.push("process.oomScoreAdj is not applied".to_owned());
-    }
+fn check_process(process: &Process, unsupported: &mut Vec<String>) {
     let user = process.user();
     for (field, present) in [
-        ("process.user.umask", user.umask().is_some()),
         (
             "process.user.username",
             user.username().as_deref().is_some_and(|u| !u.is_empty()),
@@ -235,13 +201,7 @@ fn check_process(process: &Process, unsupported: &mut Vec<String>, warnings: &mu
 }
 
 #[allow(deprecated)] // reads the deprecated memory.kernel
-fn check_resources(r: &LinuxResources, unsupported: &mut Vec<String>, warnings: &mut Vec<String>) {
-    if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        warnings.push(
-            "linux.resources.devices is not enforced: crabmigrate sets up no device cgroup"
-                .to_owned(),
-        );
-    }
+fn check_resources(r: &LinuxResources, unsupported: &mut Vec<String>) {
     let mut push = |present: bool, field: &str| {
         if present {
             unsupported.push(format!("linux.resources.{field}"));

@@ -79,6 +79,7 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
         }
     }
     rootfs_propagation(spec)?;
+    super::sysctl::sysctls(spec)?;
 
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         if m.destination().as_os_str().is_empty() {

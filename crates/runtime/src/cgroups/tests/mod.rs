@@ -65,5 +65,6 @@ pub(super) fn all_resources() -> Resources {
         cpuset_cpus: Some("1-2".to_owned()),
         cpuset_mems: Some("0".to_owned()),
         pids_limit: Some(-1),
+        devices: Vec::new(),
     }
 }

@@ -502,3 +502,57 @@ fn no_hierarchies_is_an_error() {
     let err = Cgroup::create_in(CgroupLayout::None, &[], "/x", &Resources::default()).unwrap_err();
     assert!(matches!(err, CgroupError::NoHierarchies));
 }
+
+#[test]
+fn device_rules_go_to_the_v1_devices_controller() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut hs = fake_hybrid(root, "");
+    fs::create_dir_all(root.join("devices")).unwrap();
+    hs.push(Hierarchy::v1("devices", root.join("devices")));
+    let mut rules = vec![DeviceRule {
+        allow: false,
+        kind: 'a',
+        major: None,
+        minor: None,
+        access: "rwm".to_owned(),
+    }];
+    rules.extend(default_allowed_devices());
+    let resources = Resources {
+        devices: rules,
+        ..Resources::default()
+    };
+    Cgroup::create_in(CgroupLayout::Hybrid, &hs, "/crabmigrate/d1", &resources).unwrap();
+    let leaf = |f: &str| read(&root.join("devices/crabmigrate/d1").join(f));
+    // Each write replaces the fake file: the deny-all and the last allow.
+    assert_eq!(leaf("devices.deny"), "a *:* rwm");
+    assert_eq!(leaf("devices.allow"), "c 10:200 rwm");
+    assert_eq!(default_allowed_devices()[0].to_string(), "c *:* m");
+    assert_eq!(default_allowed_devices()[8].to_string(), "c 136:* rwm");
+}
+
+#[test]
+fn device_rules_without_a_devices_controller_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hs = fake_v2(tmp.path());
+    let resources = Resources {
+        devices: default_allowed_devices(),
+        ..Resources::default()
+    };
+    let err = Cgroup::create_in(CgroupLayout::V2, &hs, "/crabmigrate/d2", &resources)
+        .expect_err("refused");
+    assert!(matches!(err, CgroupError::NoDevicesController), "{err}");
+    // Nothing is left behind.
+    assert!(!tmp.path().join("crabmigrate/d2").exists());
+    let bad = Resources {
+        devices: vec![DeviceRule::allow('x', None, None, "rwm")],
+        ..Resources::default()
+    };
+    let mut hs = fake_hybrid(tmp.path(), "");
+    fs::create_dir_all(tmp.path().join("devices")).unwrap();
+    hs.push(Hierarchy::v1("devices", tmp.path().join("devices")));
+    let err = Cgroup::create_in(CgroupLayout::Hybrid, &hs, "/crabmigrate/d3", &bad)
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("type 'x' is not a, c or b"), "{err}");
+}

@@ -8,7 +8,6 @@ fn each_unsupported_field_is_reported() {
         ("/solaris", json!({}), "solaris"),
         ("/windows", json!({"layerFolders": []}), "windows"),
         ("/vm", json!({"kernel": {"path": "/k"}}), "vm"),
-        ("/process/user/umask", json!(18), "process.user.umask"),
         (
             "/process/user/username",
             json!("root"),
@@ -51,11 +50,6 @@ fn each_unsupported_field_is_reported() {
             "/linux/gidMappings",
             json!([{"hostID": 1000, "containerID": 0, "size": 1}]),
             "linux.gidMappings",
-        ),
-        (
-            "/linux/sysctl",
-            json!({"net.ipv4.ip_forward": "1"}),
-            "linux.sysctl",
         ),
         (
             "/linux/mountLabel",
@@ -134,7 +128,7 @@ fn each_unsupported_field_is_reported() {
 
 #[test]
 fn all_unsupported_fields_are_listed_at_once() {
-    let v = with(base(), "/linux/sysctl", json!({"kernel.shmmax": "1"}));
+    let v = with(base(), "/linux/mountLabel", json!("x_t"));
     let v = with(v, "/domainname", json!("example.org"));
     let v = with(v, "/linux/namespaces/1", json!({"type": "user"}));
     let dir = bundle(&v.to_string());
@@ -142,7 +136,7 @@ fn all_unsupported_fields_are_listed_at_once() {
     assert_eq!(
         err.to_string(),
         "config.json uses what crabmigrate does not support: domainname, \
-         linux.sysctl, linux.namespaces[user]; remove these fields"
+         linux.namespaces[user], linux.mountLabel; remove these fields"
     );
 }
 
@@ -208,7 +202,7 @@ fn supported_resources_and_fields_pass() {
 }
 
 #[test]
-fn accepted_but_not_applied_fields_are_warnings() {
+fn security_fields_are_supported_without_warnings() {
     let v = with(
         base(),
         "/linux/seccomp",
@@ -221,24 +215,45 @@ fn accepted_but_not_applied_fields_are_warnings() {
         json!("system_u:system_r:container_t:s0"),
     );
     let v = with(v, "/process/oomScoreAdj", json!(100));
+    let v = with(v, "/process/user/umask", json!(18));
+    let v = with(v, "/linux/sysctl", json!({"net.ipv4.ip_forward": "1"}));
     let v = with(v, "/mounts/0/destination", json!("proc"));
-    let warnings = check_supported(&spec_of(&v)).expect("warnings only");
-    let starts: Vec<&str> = warnings
-        .iter()
-        .map(|w| w.split_whitespace().next().unwrap_or(""))
-        .collect();
-    assert_eq!(
-        starts,
-        [
-            "process.capabilities",
-            "process.apparmorProfile",
-            "process.selinuxLabel",
-            "process.oomScoreAdj",
-            "mounts[0].destination",
-            "linux.resources.devices",
-            "linux.seccomp",
-        ]
+    // The security fields are applied (an LSM the kernel lacks is refused
+    // when the container is created); only the relative destination warns.
+    let warnings = check_supported(&spec_of(&v)).expect("supported");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("mounts[0].destination"), "{warnings:?}");
+}
+
+#[test]
+fn sysctls_must_be_namespaced() {
+    let err = |sysctl: Value, drop_ns: Option<&str>| {
+        let mut v = with(base(), "/linux/sysctl", sysctl);
+        if let Some(kind) = drop_ns {
+            let list = v["linux"]["namespaces"].as_array_mut().expect("namespaces");
+            list.retain(|ns| ns["type"] != kind);
+        }
+        validate(&spec_of(&v)).map(|()| String::new()).unwrap_or_else(|e| e.to_string())
+    };
+    // Namespaced ones pass, sorted by key.
+    let v = with(
+        base(),
+        "/linux/sysctl",
+        json!({"net.ipv4.ping_group_range": "0 0", "kernel.shmmax": "65536", "fs.mqueue.msg_max": "20", "kernel.domainname": "x"}),
     );
+    let list = sysctls(&spec_of(&v)).expect("namespaced");
+    assert_eq!(list.len(), 4);
+    assert_eq!(list[0].0, "fs.mqueue.msg_max");
+    assert_eq!(sysctl_path("net.ipv4.ping_group_range"), "/proc/sys/net/ipv4/ping_group_range");
+    let host = err(json!({"vm.overcommit_memory": "1"}), None);
+    assert!(host.contains("linux.sysctl[vm.overcommit_memory] is not namespaced"), "{host}");
+    let net = err(json!({"net.ipv4.ip_forward": "1"}), Some("network"));
+    assert!(net.contains("belongs to the network namespace"), "{net}");
+    assert!(net.contains("add {\"type\": \"network\"}"), "{net}");
+    let ipc = err(json!({"kernel.sem": "1 2 3 4"}), Some("ipc"));
+    assert!(ipc.contains("the ipc namespace"), "{ipc}");
+    let name = err(json!({"net/../../x": "1"}), None);
+    assert!(name.contains("is not a kernel parameter name"), "{name}");
 }
 
 #[test]
@@ -250,5 +265,5 @@ fn empty_values_count_as_absent() {
     let v = with(v, "/hooks/createContainer", json!([]));
     let v = with(v, "/process/apparmorProfile", json!(""));
     let warnings = check_supported(&spec_of(&v)).expect("supported");
-    assert_eq!(warnings.len(), 1, "{warnings:?}"); // capabilities
+    assert!(warnings.is_empty(), "{warnings:?}");
 }
