@@ -30,11 +30,13 @@ mod devices;
 mod freezer;
 mod hierarchy;
 mod resources;
+mod stats;
 
 pub use devices::{default_allowed as default_allowed_devices, DeviceRule};
 pub use freezer::FreezerState;
 pub use hierarchy::{hierarchies, Hierarchy};
 pub use resources::{shares_to_weight, Resources};
+pub use stats::{CpuStats, CpuUsage, MemoryEntry, MemoryStats, PidsStats, Stats};
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};

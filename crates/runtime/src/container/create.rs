@@ -206,7 +206,7 @@ pub fn create(
     Ok(Created { state, warnings })
 }
 
-fn threads() -> Option<u32> {
+pub(crate) fn threads() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
@@ -263,10 +263,17 @@ pub(crate) fn namespace_paths(
 
 /// The supported subset of `linux.resources`.
 pub(crate) fn resources(spec: &Spec) -> Resources {
-    let mut r = Resources::default();
-    let Some(res) = spec::resources(spec) else {
-        return r;
+    let mut r = match spec::resources(spec) {
+        Some(res) => resources_of(res),
+        None => Resources::default(),
     };
+    r.devices = device_rules(spec);
+    r
+}
+
+/// The supported limits of a `linux.resources` object (no device rules).
+pub(crate) fn resources_of(res: &oci_spec::runtime::LinuxResources) -> Resources {
+    let mut r = Resources::default();
     if let Some(m) = res.memory() {
         r.memory_limit = m.limit();
         r.memory_swap = m.swap();
@@ -281,7 +288,6 @@ pub(crate) fn resources(spec: &Spec) -> Resources {
     if let Some(p) = res.pids() {
         r.pids_limit = Some(p.limit());
     }
-    r.devices = device_rules(spec);
     r
 }
 
@@ -413,7 +419,7 @@ pub(crate) fn init_config(
 }
 
 /// `RLIMIT_NOFILE` (as oci-spec debug-prints it, `RlimitNofile`) to nix's.
-fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
+pub(crate) fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
     use nix::sys::resource::Resource::*;
     let key = name.to_ascii_uppercase().replace('_', "");
     Some(match key.trim_start_matches("RLIMIT") {

@@ -104,21 +104,21 @@ pub fn read_message(reader: &mut BufReader<&UnixStream>) -> std::io::Result<Opti
     }))
 }
 
-fn send(sock: &UnixStream, line: &str) {
+pub(super) fn send(sock: &UnixStream, line: &str) {
     let mut s = sock;
     let _ = s.write_all(format!("{line}\n").as_bytes());
 }
 
 /// Ends a child process at once: no destructors, no atexit handlers, no
 /// flushing of buffers copied from the parent.
-fn exit_now(code: i32) -> ! {
+pub(super) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and is async-signal-safe; skipping Rust
     // destructors is intended in a forked child.
     unsafe { libc::_exit(code) }
 }
 
 /// Reports `err` (the whole chain) to `create` and exits.
-fn fail(sock: &UnixStream, err: &dyn std::error::Error) -> ! {
+pub(super) fn fail(sock: &UnixStream, err: &dyn std::error::Error) -> ! {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
@@ -197,7 +197,7 @@ fn init(config: InitConfig, sock: UnixStream) -> ! {
         // Find the program now, so that a missing one fails `create` with a
         // message (as runc does) rather than the init exiting silently
         // after `start`.
-        let program = find_program(&config)?;
+        let program = find_program(&config.args, &config.env)?;
         send(&sock, "ready");
         wait_for_start(&config)?;
         config.security.before_exec()?;
@@ -354,7 +354,7 @@ fn reopen_null_stdio() -> Result<(), InitError> {
 /// Marks every descriptor from `first` up close-on-exec, so nothing the
 /// runtime's caller leaked reaches the container (and CRIU never meets a
 /// descriptor pointing outside it), as runc does.
-fn close_on_exec_from(first: i32) {
+pub(super) fn close_on_exec_from(first: i32) {
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return;
     };
@@ -424,16 +424,15 @@ fn wait_for_start(config: &InitConfig) -> Result<(), InitError> {
 /// The user program, which must be an executable file: `process.args[0]`
 /// when it holds a '/', else the first such file of that name in the
 /// container's PATH (not ours).
-fn find_program(config: &InitConfig) -> Result<CString, InitError> {
-    let Some(program) = config.args.first() else {
+pub(super) fn find_program(args: &[CString], env: &[CString]) -> Result<CString, InitError> {
+    let Some(program) = args.first() else {
         return Err(InitError::Exec(String::new(), nix::Error::EINVAL));
     };
     let name = program.to_string_lossy().into_owned();
     let candidates: Vec<CString> = if name.contains('/') {
         vec![program.clone()]
     } else {
-        let path = config
-            .env
+        let path = env
             .iter()
             .find_map(|kv| kv.to_str().ok()?.strip_prefix("PATH=").map(str::to_owned))
             .unwrap_or_else(|| {

@@ -2,6 +2,7 @@
 //!
 //! - [`create()`] and [`start()`]: a container from a bundle (`create.rs`,
 //!   `init.rs`, `rootfs.rs`, `console.rs`, `hooks.rs`)
+//! - [`exec()`]: another process in a running container (`exec.rs`)
 //! - [`kill()`], [`delete()`], [`pause()`], [`resume()`], [`ps()`] (`lifecycle.rs`)
 //! - [`checkpoint()`] and [`restore()`] through CRIU (`checkpoint.rs`,
 //!   `restore.rs`)
@@ -12,17 +13,21 @@
 mod checkpoint;
 mod console;
 mod create;
+mod exec;
 mod hooks;
 mod init;
 mod lifecycle;
 mod restore;
+mod update;
 pub mod rootfs;
 
 pub use checkpoint::{checkpoint, CheckpointError, CheckpointOptions, CheckpointOutcome};
 pub use create::{create, CreateError, CreateOptions, Created};
+pub use exec::{exec, ExecError, ExecOptions, Executed};
 pub use hooks::HookError;
 pub use lifecycle::{
-    delete, kill, oci_state, pause, ps, resume, start, LifecycleError, OciState, ProcessInfo,
+    delete, kill, oci_state, pause, ps, resume, rfc3339, start, LifecycleError, OciState, ProcessInfo,
     OWNED_BUNDLE_MARKER,
 };
 pub use restore::{restore, RestoreError, RestoreOptions, Restored};
+pub use update::{stats, update, UpdateError};

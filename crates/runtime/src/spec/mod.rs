@@ -30,7 +30,7 @@ pub use mounts::{
     MountOptions,
 };
 pub use namespaces::{namespaces, NamespaceKind, Namespaces};
-pub use support::check_supported;
+pub use support::{check_supported, unsupported_resources};
 pub use sysctl::{proc_path as sysctl_path, sysctls};
 pub use validate::{cgroup_path, validate, validate_id};
 

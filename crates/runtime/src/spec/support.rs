@@ -200,6 +200,14 @@ fn check_process(process: &Process, unsupported: &mut Vec<String>) {
     }
 }
 
+/// The fields of a `linux.resources` object that crabmigrate cannot apply,
+/// as paths (`linux.resources.blockIO`); `update` refuses them.
+pub fn unsupported_resources(r: &LinuxResources) -> Vec<String> {
+    let mut out = Vec::new();
+    check_resources(r, &mut out);
+    out
+}
+
 #[allow(deprecated)] // reads the deprecated memory.kernel
 fn check_resources(r: &LinuxResources, unsupported: &mut Vec<String>) {
     let mut push = |present: bool, field: &str| {
