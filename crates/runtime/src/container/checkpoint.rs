@@ -68,6 +68,11 @@ pub struct CheckpointOptions<'a> {
     pub manage_cgroups_mode: Option<CgroupMode>,
     /// More externals, in CRIU's syntax.
     pub external: Vec<External>,
+    /// Punch pages out of the parent images once they are in this dump.
+    pub auto_dedup: bool,
+    /// Leave the network namespace's contents out (runc's `--empty-ns
+    /// network`).
+    pub empty_net_ns: bool,
     pub log_level: LogLevel,
 }
 
@@ -142,7 +147,12 @@ pub fn checkpoint(
         shell_job: opts.shell_job || has_terminal(&bundle),
         file_locks: opts.file_locks,
         link_remap: opts.link_remap,
+        // With a parent, only memory changed since it is dumped: CRIU
+        // needs its dirty-page tracking for that, as runc asks for it.
+        track_mem: parent.is_some(),
         parent_img: parent,
+        auto_dedup: opts.auto_dedup,
+        empty_net_ns: opts.empty_net_ns,
         page_server: match (opts.page_server_socket, &opts.page_server) {
             (Some(fd), _) => Some(PageServerTarget::Socket(fd)),
             (None, Some((address, port))) => Some(PageServerTarget::Address {

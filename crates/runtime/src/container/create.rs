@@ -27,6 +27,8 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     /// With `process.terminal`, send the pty master to this unix socket.
     pub console_socket: Option<PathBuf>,
+    /// Use MS_MOVE and chroot instead of pivot_root (runc's `--no-pivot`).
+    pub no_pivot: bool,
 }
 
 /// A created container and the spec fields crabmigrate accepted without
@@ -149,7 +151,8 @@ pub fn create(
         (true, Some(path)) => Some(super::console::connect(path)?),
         _ => None,
     };
-    let config = init_config(&bundle, Some(cgroup.clone()), fifo, console)?;
+    let mut config = init_config(&bundle, Some(cgroup.clone()), fifo, console)?;
+    config.no_pivot = options.no_pivot;
 
     let (ours, theirs) =
         UnixStream::pair().map_err(|e| CreateError::Io("create a socket pair", e))?;
@@ -409,6 +412,7 @@ pub(crate) fn init_config(
         gid: process.user().gid(),
         additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
         security,
+        no_pivot: false,
         sysctl: spec::sysctls(spec).map_err(bad)?,
         cwd: process.cwd().clone(),
         args: cstrings(&process.args().clone().unwrap_or_default(), "process.args")?,

@@ -66,6 +66,8 @@ pub struct InitConfig {
     pub additional_gids: Vec<u32>,
     /// Capabilities, no_new_privs, seccomp, LSM labels, umask, OOM score.
     pub security: ProcessSecurity,
+    /// Move the rootfs onto / and chroot instead of pivot_root.
+    pub no_pivot: bool,
     /// `linux.sysctl`, checked to be namespaced.
     pub sysctl: Vec<(String, String)>,
     pub cwd: PathBuf,
@@ -246,7 +248,11 @@ fn prepare(config: &InitConfig, sock: &UnixStream) -> Result<(), InitError> {
         None => None,
     };
     if new_mount_ns {
-        rootfs::pivot_root(rootfs)?;
+        if config.no_pivot {
+            rootfs::move_root(rootfs)?;
+        } else {
+            rootfs::pivot_root(rootfs)?;
+        }
         // After pivot_root the container's /proc is at /proc; before the
         // read-only paths, which usually include /proc/sys.
         write_sysctls(&config.sysctl)?;

@@ -62,6 +62,14 @@ pub struct RestoreOptions {
     pub manage_cgroups_mode: Option<CgroupMode>,
     /// More externals, in CRIU's syntax.
     pub external: Vec<External>,
+    /// Punch pages out of the images as they are restored.
+    pub auto_dedup: bool,
+    /// Restore into an empty network namespace (runc's `--empty-ns`).
+    pub empty_net_ns: bool,
+    /// The restored tree's LSM profile, `apparmor:NAME` or `selinux:LABEL`.
+    pub lsm_profile: Option<String>,
+    /// The SELinux context of the restored mounts.
+    pub lsm_mount_context: Option<String>,
     pub log_level: LogLevel,
 }
 
@@ -188,6 +196,10 @@ pub fn restore(
     o.file_locks = opts.file_locks;
     o.link_remap = opts.link_remap;
     o.lazy_pages = opts.lazy_pages;
+    o.auto_dedup = opts.auto_dedup;
+    o.empty_net_ns = opts.empty_net_ns;
+    o.lsm_profile = opts.lsm_profile.clone();
+    o.lsm_mount_context = opts.lsm_mount_context.clone();
     o.network_lock = opts.network_lock;
     o.orphan_pts_master = console.is_some();
     o.cgroups.mode = Some(opts.manage_cgroups_mode.unwrap_or(CgroupMode::Soft));

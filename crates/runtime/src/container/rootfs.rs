@@ -286,6 +286,28 @@ pub fn pivot_root(rootfs: &Path) -> Result<(), RootfsError> {
     nix::unistd::chdir("/").map_err(pivot)
 }
 
+/// Switches the root to `rootfs` without pivot_root (runc's `--no-pivot`,
+/// for a rootfs on a ramdisk, where pivot_root fails): moves the mount
+/// onto / and chroots into it. The old root stays reachable from outside
+/// the chroot, which is why pivot_root is the default.
+pub fn move_root(rootfs: &Path) -> Result<(), RootfsError> {
+    let fail = |source| RootfsError::Pivot {
+        path: rootfs.to_path_buf(),
+        source,
+    };
+    nix::unistd::chdir(rootfs).map_err(fail)?;
+    mount(
+        Some(rootfs),
+        "/",
+        None::<&str>,
+        MsFlags::MS_MOVE,
+        None::<&str>,
+    )
+    .map_err(fail)?;
+    nix::unistd::chroot(".").map_err(fail)?;
+    nix::unistd::chdir("/").map_err(fail)
+}
+
 /// Hides `path` (inside the container, after pivot_root): /dev/null over a
 /// file, an empty read-only tmpfs over a directory. Missing paths are fine.
 pub fn mask(path: &Path) -> Result<(), RootfsError> {

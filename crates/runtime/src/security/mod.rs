@@ -104,6 +104,20 @@ pub struct ProcessSecurity {
     pub oom_score_adj: Option<i32>,
 }
 
+/// Every capability name this runtime knows, sorted (`features`).
+pub fn known_capabilities() -> Vec<String> {
+    let mut all: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    all.sort();
+    all
+}
+
+/// The version of the libseccomp in use, `2.5.4`.
+pub fn libseccomp_version() -> String {
+    libseccomp::ScmpVersion::current()
+        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
 /// runc's umask when the spec gives none.
 pub const DEFAULT_UMASK: u32 = 0o022;
 
