@@ -59,6 +59,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume(args) => container::resume(&cli.global, &args),
         Command::Agent(args) => migrate::agent(&cli.global, &args),
         Command::Migrate(args) => migrate::migrate(&cli.global, &args),
+        Command::HoldSockets => match crabmigrate_runtime::sockets::hold_sockets() {
+            Err(e) => Err(anyhow::Error::new(e).context("the socket probe's holder failed")),
+            Ok(never) => match never {},
+        },
         Command::Keygen(args) => {
             crabmigrate_migrate::key::Key::generate_file(&args.out)?;
             println!(
