@@ -29,6 +29,9 @@ mod lazy_pages;
 mod migration;
 /// Network namespaces as test "hosts".
 mod netns;
+/// runc's command line as engines use it: exec, update, events, spec,
+/// features, state, --log.
+mod oci_cli;
 /// A dump streamed to a page server in another network namespace.
 mod page_server;
 /// Process trees: checkpoint, restore, leave-running, notifications,
@@ -38,3 +41,6 @@ mod process_cr;
 mod pty;
 /// The RPC schema and client against a real `criu swrk`.
 mod rpc;
+/// The spec's security applied (as runc applies it) and kept across a
+/// checkpoint and restore; refusals.
+mod security;

@@ -53,10 +53,17 @@ fn init_logging(global: &cli::Global) -> bool {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let file = global.log.as_ref().and_then(|path| {
-        match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             Ok(file) => Some(file),
             Err(e) => {
-                eprintln!("crabmigrate: warning: cannot open the log {}: {e}; logging to stderr", path.display());
+                eprintln!(
+                    "crabmigrate: warning: cannot open the log {}: {e}; logging to stderr",
+                    path.display()
+                );
                 None
             }
         }

@@ -10,7 +10,11 @@ pub struct ExecArgs {
     /// The container
     pub id: String,
     /// The program and its arguments (or give --process)
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
     /// A process.json (the OCI `process` object) describing what to run
     #[arg(long, short, value_name = "FILE", conflicts_with = "command")]

@@ -44,9 +44,8 @@ fn exec_process(global: &Global, args: &ExecArgs) -> anyhow::Result<Process> {
         Some(path) => {
             let text = std::fs::read(path)
                 .with_context(|| format!("cannot read the process file {}", path.display()))?;
-            serde_json::from_slice(&text).with_context(|| {
-                format!("{} is not an OCI process object", path.display())
-            })?
+            serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not an OCI process object", path.display()))?
         }
         None => {
             if args.command.is_empty() {
@@ -83,9 +82,15 @@ fn exec_process(global: &Global, args: &ExecArgs) -> anyhow::Result<Process> {
             None => (user.as_str(), None),
         };
         let mut u = process.user().clone();
-        u.set_uid(uid.parse().with_context(|| format!("--user {user:?}: the uid must be a number"))?);
+        u.set_uid(
+            uid.parse()
+                .with_context(|| format!("--user {user:?}: the uid must be a number"))?,
+        );
         if let Some(g) = gid {
-            u.set_gid(g.parse().with_context(|| format!("--user {user:?}: the gid must be a number"))?);
+            u.set_gid(
+                g.parse()
+                    .with_context(|| format!("--user {user:?}: the gid must be a number"))?,
+            );
         }
         process.set_user(u);
     }
@@ -95,9 +100,10 @@ fn exec_process(global: &Global, args: &ExecArgs) -> anyhow::Result<Process> {
         process.set_user(u);
     }
     if !args.cap.is_empty() {
-        let mut caps = process.capabilities().clone().unwrap_or_else(|| {
-            LinuxCapabilities::default()
-        });
+        let mut caps = process
+            .capabilities()
+            .clone()
+            .unwrap_or_else(|| LinuxCapabilities::default());
         for name in &args.cap {
             let canonical = if name.to_ascii_uppercase().starts_with("CAP_") {
                 name.to_ascii_uppercase()
@@ -111,8 +117,11 @@ fn exec_process(global: &Global, args: &ExecArgs) -> anyhow::Result<Process> {
                 set.insert(cap);
                 Some(set)
             };
-            let (bounding, effective, permitted) =
-                (add(caps.bounding()), add(caps.effective()), add(caps.permitted()));
+            let (bounding, effective, permitted) = (
+                add(caps.bounding()),
+                add(caps.effective()),
+                add(caps.permitted()),
+            );
             caps.set_bounding(bounding);
             caps.set_effective(effective);
             caps.set_permitted(permitted);
@@ -205,7 +214,10 @@ pub fn events(global: &Global, args: &EventsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn features() -> anyhow::Result<ExitCode> {
-    println!("{}", serde_json::to_string_pretty(&super::features::features())?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&super::features::features())?
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -219,7 +231,8 @@ pub fn spec(args: &SpecArgs) -> anyhow::Result<ExitCode> {
     }
     let spec = default_spec();
     let text = serde_json::to_string_pretty(&spec)?;
-    std::fs::write(&path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&path, text + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -229,9 +242,9 @@ pub fn default_spec() -> Spec {
     let mut spec = Spec::default();
     if let Some(linux) = spec.linux_mut() {
         let mut ns = linux.namespaces().clone().unwrap_or_default();
-        let has_cgroup = ns.iter().any(|n| {
-            n.typ() == crabmigrate_runtime::oci_spec::runtime::LinuxNamespaceType::Cgroup
-        });
+        let has_cgroup = ns
+            .iter()
+            .any(|n| n.typ() == crabmigrate_runtime::oci_spec::runtime::LinuxNamespaceType::Cgroup);
         if !has_cgroup {
             let mut cgroup = crabmigrate_runtime::oci_spec::runtime::LinuxNamespace::default();
             cgroup.set_typ(crabmigrate_runtime::oci_spec::runtime::LinuxNamespaceType::Cgroup);

@@ -114,7 +114,8 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<Executed, 
             status: state.status,
         });
     }
-    let bundle = crate::spec::load(&state.bundle).map_err(|e| ExecError::Bundle(id.to_owned(), e))?;
+    let bundle =
+        crate::spec::load(&state.bundle).map_err(|e| ExecError::Bundle(id.to_owned(), e))?;
     let process = &opts.process;
     let cstrings = |items: &[String], field: &'static str| {
         items
@@ -127,7 +128,10 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<Executed, 
             })
             .collect::<Result<Vec<_>, _>>()
     };
-    let args = cstrings(process.args().as_deref().unwrap_or_default(), "process.args")?;
+    let args = cstrings(
+        process.args().as_deref().unwrap_or_default(),
+        "process.args",
+    )?;
     if args.first().is_none_or(|a| a.as_bytes().is_empty()) {
         return Err(ExecError::NoArgs);
     }
@@ -137,12 +141,16 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<Executed, 
     }
     let security = ProcessSecurity::from_spec(
         process,
-        bundle.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
+        bundle
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref()),
     )?;
     let console = match (terminal, &opts.console_socket) {
-        (true, Some(path)) => Some(
-            console::connect(path).map_err(|e| ExecError::Child(e.to_string()))?,
-        ),
+        (true, Some(path)) => {
+            Some(console::connect(path).map_err(|e| ExecError::Child(e.to_string()))?)
+        }
         _ => None,
     };
     let config = ExecConfig {
@@ -169,7 +177,8 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<Executed, 
     if super::create::threads() != Some(1) {
         return Err(ExecError::Threaded);
     }
-    let (ours, theirs) = UnixStream::pair().map_err(|e| ExecError::Io("create a socket pair", e))?;
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|e| ExecError::Io("create a socket pair", e))?;
     // SAFETY: this process is single-threaded (checked above), so the child
     // may run ordinary code until it execs or exits.
     let intermediate = match unsafe { nix::unistd::fork() } {
@@ -227,11 +236,15 @@ fn open_namespaces(
         }
         // The init's own file, whether the namespace was made or joined.
         let path = format!("/proc/{init}/ns/{kind}");
-        let file = open(Path::new(&path), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|source| ExecError::Namespace {
-                kind: kind.to_owned(),
-                source,
-            })?;
+        let file = open(
+            Path::new(&path),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|source| ExecError::Namespace {
+            kind: kind.to_owned(),
+            source,
+        })?;
         out.push((flag, file));
     }
     Ok(out)
@@ -304,7 +317,10 @@ fn process_main(
         nix::unistd::setuid(Uid::from_raw(config.uid)),
     )?;
     config.security.after_user()?;
-    sys("enter the working directory", nix::unistd::chdir(&config.cwd))?;
+    sys(
+        "enter the working directory",
+        nix::unistd::chdir(&config.cwd),
+    )?;
     let program = init::find_program(&config.args, &config.env)?;
     // Everything above the preserved descriptors closes on exec, the
     // socket to the caller included: end of file tells it exec succeeded.

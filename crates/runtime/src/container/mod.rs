@@ -18,16 +18,16 @@ mod hooks;
 mod init;
 mod lifecycle;
 mod restore;
-mod update;
 pub mod rootfs;
+mod update;
 
 pub use checkpoint::{checkpoint, CheckpointError, CheckpointOptions, CheckpointOutcome};
 pub use create::{create, CreateError, CreateOptions, Created};
 pub use exec::{exec, ExecError, ExecOptions, Executed};
 pub use hooks::HookError;
 pub use lifecycle::{
-    delete, kill, oci_state, pause, ps, resume, rfc3339, start, LifecycleError, OciState, ProcessInfo,
-    OWNED_BUNDLE_MARKER,
+    delete, kill, oci_state, pause, ps, resume, rfc3339, start, LifecycleError, OciState,
+    ProcessInfo, OWNED_BUNDLE_MARKER,
 };
 pub use restore::{restore, RestoreError, RestoreOptions, Restored};
 pub use update::{stats, update, UpdateError};

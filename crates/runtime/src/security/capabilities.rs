@@ -59,8 +59,11 @@ impl CapabilitySets {
     /// kernel accepts while they shrink), then raises the ambient ones.
     pub(super) fn apply(&self) -> Result<(), SecurityError> {
         let supported = caps::runtime::thread_all_supported();
-        let only_supported =
-            |set: &CapsHashSet| set.intersection(&supported).copied().collect::<CapsHashSet>();
+        let only_supported = |set: &CapsHashSet| {
+            set.intersection(&supported)
+                .copied()
+                .collect::<CapsHashSet>()
+        };
         for (name, cset, value) in [
             ("inheritable", CapSet::Inheritable, &self.inheritable),
             ("effective", CapSet::Effective, &self.effective),

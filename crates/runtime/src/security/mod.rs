@@ -134,10 +134,7 @@ impl ProcessSecurity {
             .map(CapabilitySets::from_spec)
             .transpose()?;
         let seccomp = seccomp.map(SeccompFilter::compile).transpose()?;
-        let apparmor_profile = process
-            .apparmor_profile()
-            .clone()
-            .filter(|p| !p.is_empty());
+        let apparmor_profile = process.apparmor_profile().clone().filter(|p| !p.is_empty());
         if let Some(profile) = &apparmor_profile {
             lsm::check_apparmor(profile)?;
         }

@@ -16,8 +16,8 @@
 
 use std::str::FromStr;
 
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
 use libseccomp::ScmpSyscall;
+use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
 use oci_spec::runtime::{
     LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator, LinuxSyscall,
 };
@@ -63,7 +63,11 @@ impl SeccompFilter {
                  remove it and the SCMP_ACT_NOTIFY rules",
             ));
         }
-        let default = action(spec.default_action(), spec.default_errno_ret(), "defaultAction")?;
+        let default = action(
+            spec.default_action(),
+            spec.default_errno_ret(),
+            "defaultAction",
+        )?;
         let mut context =
             ScmpFilterContext::new(default).map_err(build("create the filter context"))?;
         // no_new_privs is process.noNewPrivileges' business.
@@ -197,11 +201,14 @@ fn action(
         }
         LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
         LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
-        LinuxSeccompAction::ScmpActErrno => {
-            ScmpAction::Errno(i32::try_from(ret).ok().filter(|&r| r <= 0xffff).ok_or_else(
-                || spec_error(format!("{field} errno {ret} is out of range (0 to 65535)")),
-            )?)
-        }
+        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(
+            i32::try_from(ret)
+                .ok()
+                .filter(|&r| r <= 0xffff)
+                .ok_or_else(|| {
+                    spec_error(format!("{field} errno {ret} is out of range (0 to 65535)"))
+                })?,
+        ),
         LinuxSeccompAction::ScmpActTrace => {
             ScmpAction::Trace(u16::try_from(ret).map_err(|_| {
                 spec_error(format!("{field} errno {ret} is out of range (0 to 65535)"))

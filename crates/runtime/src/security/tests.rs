@@ -26,11 +26,12 @@ fn podman_security_is_prepared() {
     let spec = podman();
     let process = spec.process().as_ref().expect("process");
     let linux = spec.linux().as_ref().expect("linux");
-    let security =
-        ProcessSecurity::from_spec(process, linux.seccomp().as_ref()).expect("prepared");
+    let security = ProcessSecurity::from_spec(process, linux.seccomp().as_ref()).expect("prepared");
     let caps = security.capabilities.as_ref().expect("capabilities");
     assert_eq!(caps.bounding.len(), 11);
-    assert!(caps.bounding.contains(&caps::Capability::CAP_NET_BIND_SERVICE));
+    assert!(caps
+        .bounding
+        .contains(&caps::Capability::CAP_NET_BIND_SERVICE));
     assert!(!caps.bounding.contains(&caps::Capability::CAP_SYS_ADMIN));
     assert_eq!(caps.effective, caps.permitted);
     assert!(caps.ambient.is_empty() && caps.inheritable.is_empty());
@@ -114,7 +115,10 @@ fn a_seccomp_agent_is_refused() {
         "defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": ["mount"], "action": "SCMP_ACT_NOTIFY"}]
     }));
-    assert!(notify.contains("syscalls[0] is SCMP_ACT_NOTIFY"), "{notify}");
+    assert!(
+        notify.contains("syscalls[0] is SCMP_ACT_NOTIFY"),
+        "{notify}"
+    );
     let listener = seccomp_error(json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "listenerPath": "/run/agent.sock"
@@ -160,7 +164,9 @@ fn umask_and_oom_score_are_checked() {
     .expect_err("refused");
     assert!(oom.to_string().contains("1001"), "{oom}");
     let fine = ProcessSecurity::from_spec(
-        &process(json!({"user": {"uid": 0, "gid": 0, "umask": 0o077}, "cwd": "/", "oomScoreAdj": 500})),
+        &process(
+            json!({"user": {"uid": 0, "gid": 0, "umask": 0o077}, "cwd": "/", "oomScoreAdj": 500}),
+        ),
         None,
     )
     .expect("accepted");

@@ -42,10 +42,7 @@ pub fn sysctls(spec: &Spec) -> Result<Vec<(String, String)>, SpecError> {
         return Ok(Vec::new());
     };
     let (ns, _) = collect_namespaces(spec)?;
-    let mut out: Vec<(String, String)> = map
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut out: Vec<(String, String)> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     out.sort();
     for (key, _) in &out {
         let field = format!("linux.sysctl[{key}]");
@@ -56,7 +53,10 @@ pub fn sysctls(spec: &Spec) -> Result<Vec<(String, String)>, SpecError> {
             || key.contains('/')
             || key.contains('\0');
         if bad_name {
-            return Err(invalid(field, "is not a kernel parameter name such as net.ipv4.ip_forward"));
+            return Err(invalid(
+                field,
+                "is not a kernel parameter name such as net.ipv4.ip_forward",
+            ));
         }
         let Some(kind) = namespace_of(key) else {
             return Err(invalid(

@@ -222,7 +222,10 @@ fn security_fields_are_supported_without_warnings() {
     // when the container is created); only the relative destination warns.
     let warnings = check_supported(&spec_of(&v)).expect("supported");
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].starts_with("mounts[0].destination"), "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("mounts[0].destination"),
+        "{warnings:?}"
+    );
 }
 
 #[test]
@@ -233,7 +236,9 @@ fn sysctls_must_be_namespaced() {
             let list = v["linux"]["namespaces"].as_array_mut().expect("namespaces");
             list.retain(|ns| ns["type"] != kind);
         }
-        validate(&spec_of(&v)).map(|()| String::new()).unwrap_or_else(|e| e.to_string())
+        validate(&spec_of(&v))
+            .map(|()| String::new())
+            .unwrap_or_else(|e| e.to_string())
     };
     // Namespaced ones pass, sorted by key.
     let v = with(
@@ -244,9 +249,15 @@ fn sysctls_must_be_namespaced() {
     let list = sysctls(&spec_of(&v)).expect("namespaced");
     assert_eq!(list.len(), 4);
     assert_eq!(list[0].0, "fs.mqueue.msg_max");
-    assert_eq!(sysctl_path("net.ipv4.ping_group_range"), "/proc/sys/net/ipv4/ping_group_range");
+    assert_eq!(
+        sysctl_path("net.ipv4.ping_group_range"),
+        "/proc/sys/net/ipv4/ping_group_range"
+    );
     let host = err(json!({"vm.overcommit_memory": "1"}), None);
-    assert!(host.contains("linux.sysctl[vm.overcommit_memory] is not namespaced"), "{host}");
+    assert!(
+        host.contains("linux.sysctl[vm.overcommit_memory] is not namespaced"),
+        "{host}"
+    );
     let net = err(json!({"net.ipv4.ip_forward": "1"}), Some("network"));
     assert!(net.contains("belongs to the network namespace"), "{net}");
     assert!(net.contains("add {\"type\": \"network\"}"), "{net}");
