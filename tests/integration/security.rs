@@ -267,13 +267,16 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
     })
 }
 
+/// A change to a test bundle's config.
+type Edit = Box<dyn Fn(&mut Value)>;
+
 #[test]
 fn security_refusals() {
     if testkit::real_criu("security_refusals").is_none() {
         return;
     }
     let rt = Runtime::new();
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &[&str])> = vec![
+    let cases: Vec<(Edit, &[&str])> = vec![
         (
             Box::new(|c: &mut Value| c["linux"]["sysctl"] = json!({"vm.overcommit_memory": "1"})),
             &["linux.sysctl[vm.overcommit_memory] is not namespaced"],

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use crabmigrate_runtime::container::{self, ExecOptions};
 use crabmigrate_runtime::oci_spec::runtime::{
-    Capabilities, Capability, LinuxCapabilities, LinuxResources, Process, Spec,
+    Capabilities, Capability, LinuxResources, Process, Spec,
 };
 
 use crate::cli::{EventsArgs, ExecArgs, Global, SpecArgs, UpdateArgs};
@@ -100,10 +100,7 @@ fn exec_process(global: &Global, args: &ExecArgs) -> anyhow::Result<Process> {
         process.set_user(u);
     }
     if !args.cap.is_empty() {
-        let mut caps = process
-            .capabilities()
-            .clone()
-            .unwrap_or_else(|| LinuxCapabilities::default());
+        let mut caps = process.capabilities().clone().unwrap_or_default();
         for name in &args.cap {
             let canonical = if name.to_ascii_uppercase().starts_with("CAP_") {
                 name.to_ascii_uppercase()
@@ -157,7 +154,7 @@ pub fn update(global: &Global, args: &UpdateArgs) -> anyhow::Result<ExitCode> {
         }
         None => LinuxResources::default(),
     };
-    let mut memory = resources.memory().clone().unwrap_or_default();
+    let mut memory = (*resources.memory()).unwrap_or_default();
     if let Some(v) = args.memory {
         memory.set_limit(Some(v));
     }
@@ -187,7 +184,7 @@ pub fn update(global: &Global, args: &UpdateArgs) -> anyhow::Result<ExitCode> {
         resources.set_cpu(Some(cpu));
     }
     if let Some(limit) = args.pids_limit {
-        let mut pids = resources.pids().clone().unwrap_or_default();
+        let mut pids = (*resources.pids()).unwrap_or_default();
         pids.set_limit(limit);
         resources.set_pids(Some(pids));
     }
