@@ -936,10 +936,10 @@ fn bad_input_bundles() {
 
     // Unsupported fields, all listed.
     let b = bundle_with(&["true"], |c| {
-        c["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1"});
+        c["linux"]["mountLabel"] = "system_u:object_r:container_file_t:s0".into();
         c["domainname"] = "example.org".into();
     });
-    create_fails(b.path(), &["linux.sysctl", "domainname", "not support"]);
+    create_fails(b.path(), &["linux.mountLabel", "domainname", "not support"]);
 
     // process.terminal without a console socket.
     let b = bundle_with(&["sh"], |c| c["process"]["terminal"] = true.into());
