@@ -167,8 +167,8 @@ pub struct Bundle {
     pub spec: Spec,
     /// `root.path` resolved against `dir`, absolute and canonical.
     pub rootfs: PathBuf,
-    /// What is accepted but not applied, and unknown fields that are
-    /// ignored; the CLI prints these once.
+    /// Unknown fields (ignored) and relative mount destinations (taken as
+    /// relative to /); the CLI prints these once.
     pub warnings: Vec<String>,
 }
 
