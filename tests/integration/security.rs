@@ -10,6 +10,10 @@
 //!   Podman's capabilities and seccomp profile (no_new_privs off, the other
 //!   seccomp path) has the same capability sets, no_new_privs and seccomp
 //!   mode in /proc/PID/status after a checkpoint and a restore.
+//! - `user_namespace_with_id_mappings`: container root is host uid 100000
+//!   (uid_map inside, file ownership on the host), `exec` joins the user
+//!   namespace, and a checkpoint and restore keep the mapping while the
+//!   counter goes on.
 //! - `security_refusals`: an AppArmor profile on a host without AppArmor, a
 //!   seccomp notify rule, a sysctl that is not namespaced: each refused at
 //!   create with the field named, nothing left behind.
@@ -308,4 +312,74 @@ fn security_refusals() {
         fails(&rt, &["create", "--bundle", path_str(b.path()), &id], wants);
         assert_gone(&rt, &id, &format!("crabmigrate/{id}"));
     }
+}
+
+#[test]
+fn user_namespace_with_id_mappings() {
+    if testkit::real_criu("user_namespace_with_id_mappings").is_none() {
+        return;
+    }
+    let rt = Runtime::new();
+    let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let counter = "i=0; while :; do i=$((i+1)); echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; \
+                   sleep 0.05; done";
+    let b = bundle_with(&["sh", "-c", counter], |c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        c["linux"]["uidMappings"] = map.clone();
+        c["linux"]["gidMappings"] = map.clone();
+    });
+    // The container's root owns its rootfs (as an engine would chown it).
+    let status = std::process::Command::new("chown")
+        .args(["-R", "100000:100000"])
+        .arg(b.rootfs())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let id = testkit::container_id("userns");
+    crate::container_cr::run_detached(&rt, &["run", "-d", "--bundle", path_str(b.path()), &id]);
+    let pid = pid_of(&rt, &id);
+    let uid_map = |pid: u32| {
+        fs::read_to_string(format!("/proc/{pid}/uid_map"))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(uid_map(pid), "0 100000 65536");
+    let n = b.rootfs().join("tmp/n");
+    wait_until(PATIENCE, || fs::metadata(&n).ok()).expect("the counter runs");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&fs::metadata(&n).unwrap()),
+        100000
+    );
+    let inside = ok(&rt, &["exec", &id, "cat", "/proc/self/uid_map"]);
+    assert_eq!(
+        inside.split_whitespace().collect::<Vec<_>>().join(" "),
+        "0 100000 65536"
+    );
+
+    let images = tempfile::tempdir().unwrap();
+    let images_dir = path_str(images.path());
+    let read = || -> Option<u64> { fs::read_to_string(&n).ok()?.trim().parse().ok() };
+    ok(&rt, &["checkpoint", &id, "--images-dir", images_dir]);
+    let stopped_at = read().expect("a count");
+    crate::container_cr::run_detached(
+        &rt,
+        &[
+            "restore",
+            &id,
+            "--bundle",
+            path_str(b.path()),
+            "--images-dir",
+            images_dir,
+            "-d",
+        ],
+    );
+    let restored = pid_of(&rt, &id);
+    assert_eq!(uid_map(restored), "0 100000 65536");
+    wait_until(PATIENCE, || read().filter(|&c| c > stopped_at)).expect("the counter goes on");
+    ok(&rt, &["delete", "--force", &id]);
 }

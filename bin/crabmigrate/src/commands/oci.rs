@@ -234,9 +234,10 @@ pub fn spec(args: &SpecArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// runc's default spec (oci-spec builds the same one), with the cgroup
-/// namespace newer runc versions add.
+/// namespace newer runc versions add and our hostname.
 pub fn default_spec() -> Spec {
     let mut spec = Spec::default();
+    spec.set_hostname(Some("crabmigrate".to_owned()));
     if let Some(linux) = spec.linux_mut() {
         let mut ns = linux.namespaces().clone().unwrap_or_default();
         let has_cgroup = ns

@@ -176,6 +176,12 @@ pub fn create(
                 init_pid = Some(pid);
                 cleanup.init = Some(pid);
             }
+            Ok(Some(Message::UserNs)) => {
+                write_id_maps(&bundle.spec, intermediate.as_raw())?;
+                (&ours)
+                    .write_all(b"go\n")
+                    .map_err(|e| CreateError::Io("resume the intermediate process", e))?;
+            }
             Ok(Some(Message::Hooks)) => {
                 let pid = init_pid.unwrap_or(0) as u32;
                 run_create_hooks(&bundle, id, pid)?;
@@ -344,10 +350,16 @@ pub(crate) fn init_config(
     let ns = spec::namespaces(spec).map_err(bad)?;
     let mut unshare = CloneFlags::empty();
     for kind in &ns.create {
-        unshare |= kind.clone_flag();
+        if *kind != spec::NamespaceKind::User {
+            unshare |= kind.clone_flag();
+        }
     }
+    let new_user_ns = ns.create.contains(&spec::NamespaceKind::User);
     let mut join = Vec::new();
-    for (kind, path) in &ns.join {
+    // A joined user namespace first: it owns the others.
+    let mut joined = ns.join.clone();
+    joined.sort_by_key(|(kind, _)| *kind != spec::NamespaceKind::User);
+    for (kind, path) in &joined {
         let file = open(
             path.as_path(),
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
@@ -390,6 +402,7 @@ pub(crate) fn init_config(
         cgroup,
         join,
         unshare,
+        new_user_ns,
         propagation: spec::rootfs_propagation(spec).map_err(bad)?,
         mounts,
         populate_dev,
@@ -445,4 +458,20 @@ pub(crate) fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource
         "STACK" => RLIMIT_STACK,
         _ => return None,
     })
+}
+
+/// Writes `linux.uidMappings` and `linux.gidMappings` to the new user
+/// namespace of process `pid` (each file in one write, as the kernel
+/// wants).
+fn write_id_maps(spec: &Spec, pid: i32) -> Result<(), CreateError> {
+    let (uids, gids) = spec::id_mappings(spec);
+    for (file, list) in [("uid_map", uids), ("gid_map", gids)] {
+        let text: String = list
+            .iter()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect();
+        std::fs::write(format!("/proc/{pid}/{file}"), text)
+            .map_err(|e| CreateError::Io("write the user namespace's id maps", e))?;
+    }
+    Ok(())
 }

@@ -9,7 +9,10 @@
 //! ```text
 //! create                intermediate            init
 //!   |--fork-------------->|                       |
-//!   |                     |--join cgroup, setns, unshare
+//!   |                     |--join cgroup, setns
+//!   |<--"userns"----------| (with a new user namespace: unshare it first)
+//!   |--uid_map, gid_map-->|
+//!   |--"go"-------------->|--setresuid(0), unshare the others
 //!   |                     |--fork----------------->|
 //!   |<--"pid N"-----------|                        |
 //!   |                     x (exits)                |--mounts (before pivot)
@@ -49,8 +52,10 @@ pub struct InitConfig {
     pub cgroup: Option<Cgroup>,
     /// Namespaces to join: (kind flag, open namespace file).
     pub join: Vec<(CloneFlags, OwnedFd)>,
-    /// Namespaces to create.
+    /// Namespaces to create, the user namespace excepted.
     pub unshare: CloneFlags,
+    /// Create a user namespace first (`create` writes its id maps).
+    pub new_user_ns: bool,
     pub propagation: MsFlags,
     pub mounts: Vec<MountEntry>,
     /// Whether /dev is a tmpfs that needs the default device nodes.
@@ -83,6 +88,8 @@ pub struct InitConfig {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message {
     Pid(i32),
+    /// The intermediate made the user namespace; its id maps are due.
+    UserNs,
     Hooks,
     Ready,
     Error(String),
@@ -99,6 +106,7 @@ pub fn read_message(reader: &mut BufReader<&UnixStream>) -> std::io::Result<Opti
         Some(("pid", n)) => Message::Pid(n.parse().unwrap_or(0)),
         Some(("error", text)) => Message::Error(text.to_owned()),
         _ if line == "hooks" => Message::Hooks,
+        _ if line == "userns" => Message::UserNs,
         _ if line == "ready" => Message::Ready,
         _ => Message::Error(format!(
             "unexpected message from the container init: {line:?}"
@@ -166,7 +174,7 @@ fn sys<T>(what: &'static str, r: nix::Result<T>) -> Result<T, InitError> {
 
 /// The intermediate process: joins, unshares, forks the init. Never returns.
 pub fn intermediate(config: InitConfig, sock: UnixStream) -> ! {
-    if let Err(e) = enter_namespaces(&config) {
+    if let Err(e) = enter_namespaces(&config, &sock) {
         fail(&sock, &e);
     }
     // SAFETY: this process was forked from a single-threaded `create` and is
@@ -181,14 +189,39 @@ pub fn intermediate(config: InitConfig, sock: UnixStream) -> ! {
     }
 }
 
-fn enter_namespaces(config: &InitConfig) -> Result<(), InitError> {
+fn enter_namespaces(config: &InitConfig, sock: &UnixStream) -> Result<(), InitError> {
     if let Some(cgroup) = &config.cgroup {
         cgroup
             .add_process(std::process::id())
             .map_err(InitError::Cgroup)?;
     }
+    // A joined user namespace comes first in `join` (it owns the others).
     for (kind, file) in &config.join {
         sys("join a namespace", nix::sched::setns(file, *kind))?;
+    }
+    if config.new_user_ns {
+        // The user namespace first, so that it owns the others; `create`
+        // writes its id maps, then this process becomes its root.
+        sys(
+            "create the user namespace",
+            nix::sched::unshare(CloneFlags::CLONE_NEWUSER),
+        )?;
+        send(sock, "userns");
+        let mut reply = String::new();
+        match BufReader::new(sock).read_line(&mut reply) {
+            Ok(n) if n > 0 && reply.trim_end() == "go" => {}
+            _ => return Err(InitError::Parent),
+        }
+        let root = nix::unistd::Gid::from_raw(0);
+        sys(
+            "become root in the user namespace (gid)",
+            nix::unistd::setresgid(root, root, root),
+        )?;
+        let root = nix::unistd::Uid::from_raw(0);
+        sys(
+            "become root in the user namespace (uid)",
+            nix::unistd::setresuid(root, root, root),
+        )?;
     }
     sys("create namespaces", nix::sched::unshare(config.unshare))
 }

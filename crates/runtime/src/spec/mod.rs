@@ -38,7 +38,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxDevice, LinuxResources, Process, Spec};
+use oci_spec::runtime::{LinuxDevice, LinuxIdMapping, LinuxResources, Process, Spec};
 use serde_json::Value;
 
 /// The longest container ID accepted, in bytes.
@@ -48,7 +48,7 @@ pub const MAX_ID_LEN: usize = 1024;
 pub const DEFAULT_CGROUP_PARENT: &str = "/crabmigrate";
 
 /// The namespace types crabmigrate can create or join, as the spec names them.
-const SUPPORTED_NAMESPACE_NAMES: &str = "pid, network, mount, ipc, uts, cgroup";
+const SUPPORTED_NAMESPACE_NAMES: &str = "pid, network, mount, ipc, uts, cgroup, user";
 
 /// Why a bundle or a spec is not usable.
 #[derive(Debug, thiserror::Error)]
@@ -409,6 +409,19 @@ pub fn process(spec: &Spec) -> Result<&Process, SpecError> {
 /// `linux.resources` as written, for the cgroup code.
 pub fn resources(spec: &Spec) -> Option<&LinuxResources> {
     spec.linux().as_ref().and_then(|l| l.resources().as_ref())
+}
+
+/// `linux.uidMappings` and `linux.gidMappings` (empty when absent).
+pub fn id_mappings(spec: &Spec) -> (Vec<LinuxIdMapping>, Vec<LinuxIdMapping>) {
+    let linux = spec.linux().as_ref();
+    (
+        linux
+            .and_then(|l| l.uid_mappings().clone())
+            .unwrap_or_default(),
+        linux
+            .and_then(|l| l.gid_mappings().clone())
+            .unwrap_or_default(),
+    )
 }
 
 /// `linux.devices`: extra device nodes to create in the container's /dev.

@@ -19,17 +19,21 @@ pub enum NamespaceKind {
     Ipc,
     Network,
     Cgroup,
+    /// A user namespace: created with `linux.uidMappings`/`gidMappings`,
+    /// before the others so that it owns them.
+    User,
 }
 
 impl NamespaceKind {
     /// All of them.
-    pub const ALL: [NamespaceKind; 6] = [
+    pub const ALL: [NamespaceKind; 7] = [
         NamespaceKind::Pid,
         NamespaceKind::Mount,
         NamespaceKind::Uts,
         NamespaceKind::Ipc,
         NamespaceKind::Network,
         NamespaceKind::Cgroup,
+        NamespaceKind::User,
     ];
 
     /// The clone(2)/unshare(2)/setns(2) flag.
@@ -41,6 +45,7 @@ impl NamespaceKind {
             NamespaceKind::Ipc => CloneFlags::CLONE_NEWIPC,
             NamespaceKind::Network => CloneFlags::CLONE_NEWNET,
             NamespaceKind::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+            NamespaceKind::User => CloneFlags::CLONE_NEWUSER,
         }
     }
 
@@ -53,6 +58,7 @@ impl NamespaceKind {
             NamespaceKind::Ipc => "ipc",
             NamespaceKind::Network => "net",
             NamespaceKind::Cgroup => "cgroup",
+            NamespaceKind::User => "user",
         }
     }
 
@@ -65,10 +71,11 @@ impl NamespaceKind {
             NamespaceKind::Ipc => "ipc",
             NamespaceKind::Network => "network",
             NamespaceKind::Cgroup => "cgroup",
+            NamespaceKind::User => "user",
         }
     }
 
-    /// The kind for an oci-spec type; `None` for user and time.
+    /// The kind for an oci-spec type; `None` for time.
     pub fn from_oci(typ: LinuxNamespaceType) -> Option<Self> {
         match typ {
             LinuxNamespaceType::Pid => Some(NamespaceKind::Pid),
@@ -77,7 +84,8 @@ impl NamespaceKind {
             LinuxNamespaceType::Ipc => Some(NamespaceKind::Ipc),
             LinuxNamespaceType::Network => Some(NamespaceKind::Network),
             LinuxNamespaceType::Cgroup => Some(NamespaceKind::Cgroup),
-            LinuxNamespaceType::User | LinuxNamespaceType::Time => None,
+            LinuxNamespaceType::User => Some(NamespaceKind::User),
+            LinuxNamespaceType::Time => None,
         }
     }
 }

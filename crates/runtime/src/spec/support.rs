@@ -19,8 +19,8 @@ use super::SpecError;
 /// | process.user.username, commandLine, ioPriority, scheduler, execCPUAffinity | unsupported |
 /// | mounts of type proc, sysfs, tmpfs, devpts, mqueue, cgroup, bind (type or option) | supported |
 /// | other mount types, mount uid/gidMappings, recursive/idmap/tmpcopyup options | unsupported |
-/// | linux.namespaces pid/network/mount/ipc/uts/cgroup (new or joined) | supported |
-/// | linux.namespaces user/time, uidMappings, gidMappings | unsupported |
+/// | linux.namespaces pid/network/mount/ipc/uts/cgroup/user (new or joined), linux.uidMappings/gidMappings | supported |
+/// | linux.namespaces time, top-level uidMappings/gidMappings | unsupported |
 /// | linux.resources memory.limit/swap, cpu.shares/quota/period/cpus/mems, pids.limit | supported |
 /// | linux.resources.devices | applied (the v1 devices controller; refused on a host without one) |
 /// | other linux.resources (blockIO, hugepageLimits, network, rdma, unified, ...) | unsupported |
@@ -94,16 +94,6 @@ pub fn check_supported(spec: &Spec) -> Result<Vec<String>, SpecError> {
         present(
             linux.net_devices().as_ref().is_some_and(|m| !m.is_empty()),
             "linux.netDevices",
-            &mut unsupported,
-        );
-        present(
-            linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty()),
-            "linux.uidMappings",
-            &mut unsupported,
-        );
-        present(
-            linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty()),
-            "linux.gidMappings",
             &mut unsupported,
         );
         if let Some(resources) = linux.resources() {

@@ -56,6 +56,7 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
     }
 
     let (ns, _) = collect_namespaces(spec)?;
+    check_id_mappings(spec, ns.create.contains(&NamespaceKind::User))?;
     if !ns.contains(NamespaceKind::Mount) {
         return Err(invalid(
             "linux.namespaces",
@@ -213,4 +214,42 @@ fn check_cgroups_path(path: &str) -> Result<String, SpecError> {
         return bad("is the cgroup root; a container needs a cgroup of its own");
     }
     Ok(format!("/{}", parts.join("/")))
+}
+
+/// A new user namespace needs both id mappings; mappings need a new user
+/// namespace. Each mapping must have a size and stay within 32 bits.
+fn check_id_mappings(spec: &Spec, new_user_ns: bool) -> Result<(), SpecError> {
+    let (uids, gids) = super::id_mappings(spec);
+    match (new_user_ns, uids.is_empty() || gids.is_empty()) {
+        (true, true) => {
+            return Err(invalid(
+                "linux.namespaces",
+                "creates a user namespace without linux.uidMappings and linux.gidMappings; \
+                 map the container's ids to host ids, e.g. [{\"containerID\": 0, \"hostID\": 100000, \"size\": 65536}]",
+            ))
+        }
+        (false, _) if !uids.is_empty() || !gids.is_empty() => {
+            return Err(invalid(
+                "linux.uidMappings",
+                "needs a new user namespace; add {\"type\": \"user\"} to linux.namespaces",
+            ))
+        }
+        _ => {}
+    }
+    for (field, list) in [("linux.uidMappings", &uids), ("linux.gidMappings", &gids)] {
+        for (i, m) in list.iter().enumerate() {
+            let end = u64::from(m.container_id()).checked_add(u64::from(m.size()));
+            let host_end = u64::from(m.host_id()).checked_add(u64::from(m.size()));
+            if m.size() == 0
+                || end.is_none_or(|e| e > 1 << 32)
+                || host_end.is_none_or(|e| e > 1 << 32)
+            {
+                return Err(invalid(
+                    format!("{field}[{i}]"),
+                    "is empty or runs past the 32-bit id range",
+                ));
+            }
+        }
+    }
+    Ok(())
 }

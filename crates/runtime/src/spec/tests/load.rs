@@ -185,7 +185,7 @@ fn unknown_namespace_type_is_named() {
     assert_eq!(
         err.to_string(),
         "linux.namespaces[2].type \"foo\" is not a namespace type; \
-         use one of pid, network, mount, ipc, uts, cgroup"
+         use one of pid, network, mount, ipc, uts, cgroup, user"
     );
     // The /proc names are not the spec's.
     let v = with(base(), "/linux/namespaces/1", json!({"type": "net"}));

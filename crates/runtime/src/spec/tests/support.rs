@@ -33,23 +33,8 @@ fn each_unsupported_field_is_reported() {
         ),
         (
             "/linux/namespaces/0",
-            json!({"type": "user"}),
-            "linux.namespaces[user]",
-        ),
-        (
-            "/linux/namespaces/0",
             json!({"type": "time"}),
             "linux.namespaces[time]",
-        ),
-        (
-            "/linux/uidMappings",
-            json!([{"hostID": 1000, "containerID": 0, "size": 1}]),
-            "linux.uidMappings",
-        ),
-        (
-            "/linux/gidMappings",
-            json!([{"hostID": 1000, "containerID": 0, "size": 1}]),
-            "linux.gidMappings",
         ),
         (
             "/linux/mountLabel",
@@ -130,13 +115,13 @@ fn each_unsupported_field_is_reported() {
 fn all_unsupported_fields_are_listed_at_once() {
     let v = with(base(), "/linux/mountLabel", json!("x_t"));
     let v = with(v, "/domainname", json!("example.org"));
-    let v = with(v, "/linux/namespaces/1", json!({"type": "user"}));
+    let v = with(v, "/linux/namespaces/1", json!({"type": "time"}));
     let dir = bundle(&v.to_string());
     let err = load(dir.path()).expect_err("unsupported");
     assert_eq!(
         err.to_string(),
         "config.json uses what crabmigrate does not support: domainname, \
-         linux.namespaces[user], linux.mountLabel; remove these fields"
+         linux.namespaces[time], linux.mountLabel; remove these fields"
     );
 }
 

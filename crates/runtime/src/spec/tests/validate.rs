@@ -181,3 +181,35 @@ fn cgroup_paths() {
         }
     }
 }
+
+#[test]
+fn user_namespaces_need_id_mappings() {
+    let err = |v: Value| validate(&spec_of(&v)).expect_err("invalid").to_string();
+    let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let userns = with(base(), "/linux/namespaces/6", json!({"type": "user"}));
+    let no_maps = err(userns.clone());
+    assert!(no_maps.contains("without linux.uidMappings"), "{no_maps}");
+    let ok = with(userns.clone(), "/linux/uidMappings", map.clone());
+    let ok = with(ok, "/linux/gidMappings", map.clone());
+    validate(&spec_of(&ok)).expect("a user namespace with both maps");
+    assert!(check_supported(&spec_of(&ok)).is_ok());
+    let ns = namespaces(&spec_of(&ok)).expect("namespaces");
+    assert!(ns.create.contains(&NamespaceKind::User));
+    assert_eq!(NamespaceKind::User.clone_flag(), CloneFlags::CLONE_NEWUSER);
+    let maps_only = with(base(), "/linux/uidMappings", map.clone());
+    let maps_only = with(maps_only, "/linux/gidMappings", map);
+    let e = err(maps_only);
+    assert!(e.contains("needs a new user namespace"), "{e}");
+    let empty = with(
+        userns,
+        "/linux/uidMappings",
+        json!([{"containerID": 0, "hostID": 1, "size": 0}]),
+    );
+    let empty = with(
+        empty,
+        "/linux/gidMappings",
+        json!([{"containerID": 0, "hostID": 1, "size": 1}]),
+    );
+    let e = err(empty);
+    assert!(e.contains("linux.uidMappings[0] is empty"), "{e}");
+}
