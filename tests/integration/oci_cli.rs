@@ -12,6 +12,9 @@
 //!   `events --stats` reports them; an unsupported resource is refused.
 //! - `spec_and_features`: `spec` writes a config.json this runtime runs;
 //!   `features` describes seccomp, capabilities and cgroups.
+//! - `cgroup_mount_shows_the_containers_cgroup`: a `cgroup` mount holds
+//!   read-only binds of the container's own cgroup directories (runc's
+//!   way), before and after a checkpoint and restore.
 //! - `state_log_and_global_flags`: `state` has runc's `created` (RFC 3339)
 //!   and `owner`; `--log FILE --log-format json` ends with runc's error
 //!   line, which says "does not exist" for a missing container;
@@ -287,5 +290,51 @@ fn state_log_and_global_flags() {
         &["--systemd-cgroup", "state", &id],
         &["--systemd-cgroup is not supported", "cgroupfs"],
     );
+    ok(&rt, &["delete", "--force", &id]);
+}
+
+#[test]
+fn cgroup_mount_shows_the_containers_cgroup() {
+    if testkit::real_criu("cgroup_mount_shows_the_containers_cgroup").is_none() {
+        return;
+    }
+    let rt = Runtime::new();
+    let b = bundle_with(&["sh", "-c", "while :; do sleep 0.1; done"], |c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]
+        }));
+        c["linux"]["resources"] = json!({"pids": {"limit": 321}});
+    });
+    let id = testkit::container_id("cgmount");
+    crate::container_cr::run_detached(&rt, &["run", "-d", "--bundle", path_str(b.path()), &id]);
+    let probe = "ls /sys/fs/cgroup; echo limit=$(cat /sys/fs/cgroup/pids/pids.max); \
+                 echo x > /sys/fs/cgroup/pids/pids.max 2>/dev/null || echo read-only";
+    let check = |when: &str| {
+        let seen = ok(&rt, &["exec", &id, "sh", "-c", probe]);
+        if !std::path::Path::new("/sys/fs/cgroup/pids").is_dir() {
+            return;
+        }
+        assert!(seen.lines().any(|l| l == "pids"), "{when}: {seen}");
+        assert!(seen.lines().any(|l| l == "limit=321"), "{when}: {seen}");
+        assert!(seen.lines().any(|l| l == "read-only"), "{when}: {seen}");
+    };
+    check("after run");
+    let images = tempfile::tempdir().unwrap();
+    let images_dir = path_str(images.path());
+    ok(&rt, &["checkpoint", &id, "--images-dir", images_dir]);
+    crate::container_cr::run_detached(
+        &rt,
+        &[
+            "restore",
+            &id,
+            "--bundle",
+            path_str(b.path()),
+            "--images-dir",
+            images_dir,
+            "-d",
+        ],
+    );
+    check("after restore");
     ok(&rt, &["delete", "--force", &id]);
 }

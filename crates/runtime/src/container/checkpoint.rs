@@ -165,7 +165,7 @@ pub fn checkpoint(
             (None, None) => None,
         },
         network_lock: opts.network_lock,
-        external: container_externals(&bundle)?,
+        external: container_externals(&bundle, state.cgroup.as_ref())?,
         ..Default::default()
     };
     options.external.extend(opts.external.iter().cloned());
@@ -245,12 +245,24 @@ fn write_descriptors(images_dir: &Path, pid: u32) -> Result<(), CheckpointError>
 }
 
 /// External mounts and namespaces of a container (see the module docs).
-pub(crate) fn container_externals(bundle: &spec::Bundle) -> Result<Vec<External>, CheckpointError> {
+pub(crate) fn container_externals(
+    bundle: &spec::Bundle,
+    cgroup: Option<&crate::cgroups::Cgroup>,
+) -> Result<Vec<External>, CheckpointError> {
     let spec = &bundle.spec;
     let mut out = Vec::new();
     let planned = bundle
         .mounts()
         .map_err(|e| CheckpointError::Bundle(String::new(), e))?;
+    // The cgroup views bound into a `cgroup` mount (see cgroup_mount.rs).
+    if let Some(cgroup) = cgroup {
+        for m in planned.iter().filter(|m| m.kind == MountKind::Cgroup) {
+            for (inside, _) in super::cgroup_mount::binds(cgroup, &m.destination) {
+                let inside = inside.to_string_lossy();
+                out.push(External::mount(&inside, &inside));
+            }
+        }
+    }
     for m in planned.iter().filter(|m| m.kind == MountKind::Bind) {
         let dest = m.destination.to_string_lossy();
         out.push(External::mount(&dest, &dest));

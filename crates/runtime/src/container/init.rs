@@ -253,7 +253,11 @@ fn prepare(config: &InitConfig, sock: &UnixStream) -> Result<(), InitError> {
     if new_mount_ns {
         rootfs::prepare_root(rootfs, config.propagation)?;
         for m in &config.mounts {
-            rootfs::mount_one(rootfs, m, new_netns)?;
+            if m.kind == rootfs::MountKind::Cgroup {
+                super::cgroup_mount::mount(rootfs, m, config.cgroup.as_ref())?;
+            } else {
+                rootfs::mount_one(rootfs, m, new_netns)?;
+            }
         }
         if config.populate_dev {
             rootfs::populate_dev(rootfs, &config.devices)?;

@@ -10,6 +10,7 @@
 //! Every operation reads `state.json` under the state root, acts, and
 //! writes it back atomically.
 
+mod cgroup_mount;
 mod checkpoint;
 mod console;
 mod create;

@@ -218,7 +218,7 @@ pub fn restore(
     if !cgroup.paths().is_empty() {
         o.cgroups.roots.push((None, cgroup.path().to_owned()));
     }
-    o.external = restore_externals(&bundle)?;
+    o.external = restore_externals(&bundle, &cgroup)?;
     o.external.extend(opts.external.iter().cloned());
     for (kind, file) in &joined {
         match *kind {
@@ -400,11 +400,21 @@ fn create_mount_points(bundle: &Bundle) -> Result<(), RestoreError> {
 }
 
 /// Externals mapped back to their sources.
-fn restore_externals(bundle: &Bundle) -> Result<Vec<External>, RestoreError> {
+fn restore_externals(bundle: &Bundle, cgroup: &Cgroup) -> Result<Vec<External>, RestoreError> {
     let mut out = Vec::new();
     let mounts = bundle
         .mounts()
         .map_err(|e| RestoreError::Bundle(bundle.dir.clone(), e))?;
+    // A `cgroup` mount's views go to the restored container's cgroup.
+    for m in mounts.iter().filter(|m| m.kind == MountKind::Cgroup) {
+        for (inside, dir) in super::cgroup_mount::binds(cgroup, &m.destination) {
+            out.push(External::raw(format!(
+                "mnt[{}]:{}",
+                inside.display(),
+                dir.display()
+            )));
+        }
+    }
     for m in mounts.iter().filter(|m| m.kind == MountKind::Bind) {
         let key = m.destination.to_string_lossy();
         let source = m.source.as_deref().unwrap_or(Path::new("/"));

@@ -89,12 +89,12 @@ pub fn secure_join(root: &Path, path: &Path) -> Result<PathBuf, RootfsError> {
     Ok(root.join(resolved.strip_prefix("/").unwrap_or(&resolved)))
 }
 
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
+pub(super) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
     let path = path.to_path_buf();
     move |source| RootfsError::Io { what, path, source }
 }
 
-fn do_mount(
+pub(super) fn do_mount(
     kind: MountKind,
     source: Option<&Path>,
     target: &Path,
@@ -208,7 +208,12 @@ pub fn mount_one(rootfs: &Path, m: &MountEntry, new_netns: bool) -> Result<(), R
 }
 
 /// Bind mount, then a remount for the flags a bind ignores (ro, nosuid...).
-fn bind(kind: MountKind, source: &Path, target: &Path, flags: MsFlags) -> Result<(), RootfsError> {
+pub(super) fn bind(
+    kind: MountKind,
+    source: &Path,
+    target: &Path,
+    flags: MsFlags,
+) -> Result<(), RootfsError> {
     let rec = flags & MsFlags::MS_REC;
     do_mount(
         kind,
