@@ -46,3 +46,7 @@ mod rpc;
 /// The spec's security applied (as runc applies it) and kept across a
 /// checkpoint and restore; refusals.
 mod security;
+/// Sockets and files of process trees: a TCP client kept connected through
+/// checkpoint and restore, a UDP service, --tcp-close, --ext-unix-sk,
+/// --file-locks, --link-remap, and the refusals around them.
+mod sockets;
