@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod oci;
+pub use oci::{EventsArgs, ExecArgs, LogFormat, PsFormat, SpecArgs, UpdateArgs};
+
 /// Checkpoint, restore and live-migrate Linux processes and containers,
 /// built on CRIU.
 #[derive(Debug, Parser)]
@@ -36,6 +39,37 @@ pub struct Global {
     /// How much to log on stderr (RUST_LOG overrides it)
     #[arg(long, global = true, value_enum, default_value_t = LogLevel::Warn)]
     pub log_level: LogLevel,
+
+    /// Where CNI network configuration lists are (for --network)
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/etc/cni/net.d"
+    )]
+    pub cni_config_dir: PathBuf,
+
+    /// Where CNI plugins are (repeatable, searched in order) [default:
+    /// /usr/lib/cni, then /opt/cni/bin]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cni_plugin_dir: Vec<PathBuf>,
+    /// Write logs (and the error that ends the command) to this file
+    /// instead of stderr, as runc does for engines
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// The format of --log: text, or JSON lines {"level","msg","time"}
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log at debug level
+    #[arg(long, global = true)]
+    pub debug: bool,
+
+    /// Use systemd's cgroup driver (refused: crabmigrate manages cgroupfs
+    /// cgroups only)
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -91,10 +125,23 @@ pub enum Command {
     Kill(KillArgs),
     /// Delete a container: its state, cgroup and (with --force) processes
     Delete(DeleteArgs),
+    /// Run another process in a running container
+    Exec(ExecArgs),
+    /// Change a running container's cgroup limits
+    Update(UpdateArgs),
+    /// Print a container's resource usage as JSON events
+    Events(EventsArgs),
+    /// Print what this runtime supports, as JSON (runc's `features`)
+    Features,
+    /// Write a default config.json for a bundle
+    Spec(SpecArgs),
     /// Freeze every process of a container
     Pause(IdArgs),
     /// Thaw a paused container
     Resume(IdArgs),
+    /// CNI networks: list them, check a container's attachment
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Make a key file for migrations (give the same file to both hosts)
     Keygen(KeygenArgs),
     /// Accept migrations on this host (the destination)
@@ -117,6 +164,10 @@ pub enum Command {
     Export(ExportArgs),
     /// Check a checkpoint archive and extract it into an images directory
     Import(ImportArgs),
+    /// Internal: the process `check` dumps to find out whether CRIU handles
+    /// TCP and UDP sockets
+    #[command(name = "__hold-sockets", hide = true)]
+    HoldSockets,
 }
 
 /// Flags that select and shape the dumped tree (checkpoint and pre-dump).
@@ -126,7 +177,7 @@ pub struct DumpArgs {
     #[arg(long, required_unless_present = "id", conflicts_with = "id")]
     pub pid: Option<u32>,
     /// Where the images go (created if missing)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, visible_alias = "image-path", value_name = "DIR")]
     pub images_dir: PathBuf,
     /// Where CRIU's log and statistics go [default: the images directory]
     #[arg(long, visible_alias = "work-path", value_name = "DIR")]
@@ -138,9 +189,14 @@ pub struct DumpArgs {
     /// Send the pages to a page server instead of writing them
     #[arg(long, value_name = "HOST:PORT")]
     pub page_server: Option<String>,
-    /// Checkpoint established TCP connections
-    #[arg(long)]
+    /// Checkpoint established TCP connections (restore with
+    /// --tcp-established too); CRIU locks the network meanwhile
+    #[arg(long, conflicts_with = "tcp_close")]
     pub tcp_established: bool,
+    /// Dump established TCP connections without their state; they are
+    /// restored closed (restore with --tcp-close too)
+    #[arg(long)]
+    pub tcp_close: bool,
     /// Skip TCP connections that are half open
     #[arg(long)]
     pub tcp_skip_in_flight: bool,
@@ -156,7 +212,9 @@ pub struct DumpArgs {
     /// Allow open files that were deleted (link-remap)
     #[arg(long)]
     pub link_remap: bool,
-    /// How to lock the network of a tree with its own network namespace
+    /// How CRIU locks the network while it dumps established connections or
+    /// a network namespace [default: iptables if iptables-restore is
+    /// installed, else nftables if CRIU can]
     #[arg(long, value_enum)]
     pub network_lock: Option<NetworkLockArg>,
     /// An external resource in CRIU's syntax, e.g. mnt[/data]:data (repeatable)
@@ -165,6 +223,13 @@ pub struct DumpArgs {
     /// How CRIU treats cgroups
     #[arg(long, value_enum)]
     pub manage_cgroups_mode: Option<CgroupModeArg>,
+    /// Do not checkpoint the contents of this namespace (runc's
+    /// `--empty-ns network`: a hook recreates the network on restore)
+    #[arg(long, value_enum, value_name = "NS")]
+    pub empty_ns: Option<EmptyNsArg>,
+    /// Punch pages out of the parent images once they are in this dump
+    #[arg(long)]
+    pub auto_dedup: bool,
     /// Freeze through this cgroup instead of ptrace
     #[arg(long, value_name = "PATH")]
     pub freeze_cgroup: Option<PathBuf>,
@@ -176,7 +241,7 @@ pub struct DumpArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct CheckpointArgs {
     /// The container to checkpoint (or give --pid)
     pub id: Option<String>,
@@ -192,10 +257,10 @@ pub struct CheckpointArgs {
     /// Keep the tree running after the checkpoint
     #[arg(long)]
     pub leave_running: bool,
-    /// Post-copy: keep pages out of the images and serve them on --port to
-    /// `crabmigrate lazy-pages` on the restoring side; returns once all are
-    /// served
-    #[arg(long, requires = "port", conflicts_with = "page_server")]
+    /// Post-copy: keep pages out of the images and serve them on --port
+    /// (or runc's --page-server ADDR:PORT) to `crabmigrate lazy-pages` on
+    /// the restoring side; returns once all are served
+    #[arg(long)]
     pub lazy_pages: bool,
     /// The TCP port for --lazy-pages
     #[arg(long)]
@@ -226,6 +291,7 @@ pub struct RestoreArgs {
     /// extracted [default: BUNDLE/checkpoint])
     #[arg(
         long,
+        visible_alias = "image-path",
         value_name = "DIR",
         required_unless_present = "import",
         default_value_os = "",
@@ -241,8 +307,29 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "FILE")]
     pub import: Option<PathBuf>,
     /// Where CRIU's log and statistics go [default: the images directory]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, visible_alias = "work-path", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Use MS_MOVE and chroot instead of pivot_root for the restored
+    /// rootfs (accepted for runc compatibility: CRIU restores the mounts)
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Do not become a subreaper (accepted for runc compatibility: the
+    /// restored init is crabmigrate's child anyway)
+    #[arg(long)]
+    pub no_subreaper: bool,
+    /// Restore this namespace empty (runc's `--empty-ns network`)
+    #[arg(long, value_enum, value_name = "NS")]
+    pub empty_ns: Option<EmptyNsArg>,
+    /// Punch pages out of the images as they are restored
+    #[arg(long)]
+    pub auto_dedup: bool,
+    /// The LSM profile of the restored tree, TYPE:NAME (apparmor:P,
+    /// selinux:LABEL)
+    #[arg(long, value_name = "TYPE:NAME")]
+    pub lsm_profile: Option<String>,
+    /// The SELinux mount context of the restored tree's mounts
+    #[arg(long, value_name = "CONTEXT")]
+    pub lsm_mount_context: Option<String>,
     /// Return once restored instead of waiting for the tree to exit
     #[arg(short, long)]
     pub detach: bool,
@@ -253,9 +340,14 @@ pub struct RestoreArgs {
     /// --detach, so that its exit status is crabmigrate's)
     #[arg(long)]
     pub restore_sibling: bool,
-    /// Restore established TCP connections
-    #[arg(long)]
+    /// Restore established TCP connections (checkpointed with
+    /// --tcp-established)
+    #[arg(long, conflicts_with = "tcp_close")]
     pub tcp_established: bool,
+    /// Restore established TCP connections closed (needed for a checkpoint
+    /// taken with --tcp-close; also takes one taken with --tcp-established)
+    #[arg(long)]
+    pub tcp_close: bool,
     /// The tree is a shell job
     #[arg(long)]
     pub shell_job: bool,
@@ -283,7 +375,8 @@ pub struct RestoreArgs {
     /// How CRIU treats cgroups
     #[arg(long, value_enum)]
     pub manage_cgroups_mode: Option<CgroupModeArg>,
-    /// The network lock method used at checkpoint
+    /// The network lock method used at checkpoint [default: the one the
+    /// checkpoint records]
     #[arg(long, value_enum)]
     pub network_lock: Option<NetworkLockArg>,
     /// CRIU's log verbosity, 0 (silent) to 4 (debug)
@@ -338,6 +431,12 @@ pub enum NetworkLockArg {
     Skip,
 }
 
+/// Namespaces `--empty-ns` can name (CRIU supports the network one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmptyNsArg {
+    Network,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum CgroupModeArg {
     Ignore,
@@ -374,6 +473,48 @@ pub struct CreateArgs {
     /// With process.terminal: send the pty master to this unix socket
     #[arg(long, value_name = "PATH")]
     pub console_socket: Option<PathBuf>,
+    /// Attach the container to this CNI network (the configuration list of
+    /// that name in --cni-config-dir): a network namespace of its own with
+    /// an interface eth0 and addresses from the network
+    #[arg(long, value_name = "NAME")]
+    pub network: Option<String>,
+    /// With --network: ask for this address, ADDR or ADDR/PREFIX (CNI
+    /// capability "ips"; repeatable)
+    #[arg(long, value_name = "ADDR", requires = "network")]
+    pub ip: Vec<String>,
+    /// With --network: give the container's interface this MAC (CNI
+    /// capability "mac")
+    #[arg(long, value_name = "MAC", requires = "network")]
+    pub mac: Option<String>,
+    /// Use MS_MOVE and chroot instead of pivot_root (for a rootfs on a
+    /// ramdisk)
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Accepted for runc compatibility: crabmigrate never creates a session
+    /// keyring for the container
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// Pass descriptors 3..3+N to the container process (only 0 is
+    /// supported)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preserve_fds: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// List the networks in --cni-config-dir: name, CNI version, plugins
+    #[command(alias = "list")]
+    Ls(NetworkLsArgs),
+    /// Run CNI CHECK on a container's network: exit status 0 when every
+    /// plugin finds the attachment as ADD made it
+    Check(IdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkLsArgs {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -396,9 +537,12 @@ pub struct ListArgs {
 pub struct PsArgs {
     /// The container
     pub id: String,
-    /// Print JSON instead of a table
-    #[arg(long)]
+    /// Print JSON (pid and command of each process) instead of a table
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// runc's formats: a table, or a JSON array of pids
+    #[arg(long, short, value_enum)]
+    pub format: Option<PsFormat>,
 }
 
 #[derive(Debug, Args)]

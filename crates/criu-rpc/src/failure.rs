@@ -32,6 +32,21 @@ pub enum KnownFailure {
     /// CRIU cannot read SO_PASSCRED/SO_PASSSEC of inet sockets (Linux 6.16+
     /// refuses them; CRIU 4.1 asks for every socket).
     InetSocketsUnsupported,
+    /// The tree holds an established TCP connection and the dump was not
+    /// asked to keep (or close) it.
+    TcpEstablishedNeeded,
+    /// The checkpoint was taken with tcp-close, and the restore lacks it.
+    TcpCloseNeeded,
+    /// A unix socket of the tree is connected to a process outside it.
+    ExternalUnixSocket,
+    /// The tree holds file locks and the dump was not asked to keep them.
+    FileLocksHeld,
+    /// An open file was deleted but still has other links; CRIU needs to
+    /// link it back to dump it.
+    LinkRemapNeeded,
+    /// A socket of the checkpoint is bound to an address this host (or
+    /// network namespace) does not have.
+    AddressNotAvailable,
 }
 
 impl KnownFailure {
@@ -61,7 +76,25 @@ impl KnownFailure {
                 "the images directory holds no complete checkpoint; point --images-dir at a directory written by checkpoint"
             }
             Self::InetSocketsUnsupported => {
-                "this CRIU cannot checkpoint TCP or UDP sockets on Linux 6.16 or newer (SO_PASSCRED); use a CRIU with the fix (4.2 or newer) or a workload without such sockets"
+                "CRIU before 4.2 cannot checkpoint TCP or UDP sockets on Linux 6.16 or newer (SO_PASSCRED); CRIU 4.2 or newer is needed: run `make setup` (scripts/setup.sh installs it into /opt/crabmigrate/criu) or pass --criu PATH"
+            }
+            Self::TcpEstablishedNeeded => {
+                "established TCP connections need --tcp-established on both checkpoint and restore to keep them, or --tcp-close to give them back closed"
+            }
+            Self::TcpCloseNeeded => {
+                "the checkpoint was taken with --tcp-close: restore with --tcp-close"
+            }
+            Self::ExternalUnixSocket => {
+                "a unix socket is connected to a process outside the tree: checkpoint and restore with --ext-unix-sk (the peer must exist at restore), or include the peer in the tree"
+            }
+            Self::FileLocksHeld => {
+                "the tree holds file locks: checkpoint and restore with --file-locks"
+            }
+            Self::LinkRemapNeeded => {
+                "an open file was deleted but has other hard links: checkpoint and restore with --link-remap"
+            }
+            Self::AddressNotAvailable => {
+                "a socket of the checkpoint is bound to an address this host does not have: add the address (ip addr add ...) or restore in the network namespace that has it"
             }
         }
     }
@@ -77,6 +110,20 @@ pub(crate) fn classify(
     let both = |a: &str, b: &str| texts.iter().any(|t| t.contains(a) && t.contains(b));
     if any("Can't get 1:16 opt") || any("Can't get 1:34 opt") {
         Some(KnownFailure::InetSocketsUnsupported)
+    } else if any("Connected TCP socket, consider using --tcp-established")
+        || any("Connected TCP socket in image")
+    {
+        Some(KnownFailure::TcpEstablishedNeeded)
+    } else if any("Need to set the --tcp-close option") {
+        Some(KnownFailure::TcpCloseNeeded)
+    } else if any("Consider using --ext-unix-sk") {
+        Some(KnownFailure::ExternalUnixSocket)
+    } else if any("You can try --file-locks") {
+        Some(KnownFailure::FileLocksHeld)
+    } else if any("Use link-remap option") {
+        Some(KnownFailure::LinkRemapNeeded)
+    } else if both("Can't bind inet socket", "Cannot assign requested address") {
+        Some(KnownFailure::AddressNotAvailable)
     } else if any("Can't lookup mount") {
         Some(KnownFailure::MountNotDumped)
     } else if any("Locking network failed") || any("iptables-restore") {
@@ -164,6 +211,39 @@ mod tests {
             (
                 "A session leader of 77(77) is outside of its pid namespace",
                 KnownFailure::SessionLeaderOutside,
+            ),
+            // CRIU 4.2.1's words, from real dumps and restores on Linux 6.18.
+            (
+                "sockets: Can't get 1:16 opt: Operation not supported",
+                KnownFailure::InetSocketsUnsupported,
+            ),
+            (
+                "inet: Connected TCP socket, consider using --tcp-established option.",
+                KnownFailure::TcpEstablishedNeeded,
+            ),
+            (
+                "inet: Connected TCP socket in image",
+                KnownFailure::TcpEstablishedNeeded,
+            ),
+            (
+                "Need to set the --tcp-close options.",
+                KnownFailure::TcpCloseNeeded,
+            ),
+            (
+                "unix: External socket is used. Consider using --ext-unix-sk option.",
+                KnownFailure::ExternalUnixSocket,
+            ),
+            (
+                "Some file locks are hold by dumping tasks! You can try --file-locks to dump them.",
+                KnownFailure::FileLocksHeld,
+            ),
+            (
+                "Can't create link remap for /tmp/exp/a. Use link-remap option.",
+                KnownFailure::LinkRemapNeeded,
+            ),
+            (
+                "inet: Can't bind inet socket (id 27): Cannot assign requested address",
+                KnownFailure::AddressNotAvailable,
             ),
         ];
         for (text, want) in cases {

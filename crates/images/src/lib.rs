@@ -7,6 +7,8 @@
 //!   for a lazy restore), mounts, statistics and image sizes.
 //! - [`archive`] writes and reads checkpoint archives (Podman/CRI-O layout
 //!   plus a sha256 manifest).
+//! - [`sockets`] lists a checkpoint's TCP and UDP sockets with their
+//!   addresses (what a restore needs from its host).
 //! - [`read`] is the bounded decoder underneath: every length is checked
 //!   against the file, every count is capped, and no input panics.
 //!
@@ -17,6 +19,7 @@ mod checkpoint;
 pub mod magic;
 mod model;
 pub mod read;
+pub mod sockets;
 
 pub use checkpoint::{
     fd_type_name, OpenError, MAX_DIR_ENTRIES, MAX_PROCESSES, PE_LAZY, PE_PARENT, PE_PRESENT,

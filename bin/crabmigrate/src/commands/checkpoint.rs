@@ -20,6 +20,9 @@ struct Report<'a> {
     pid: u32,
     images_dir: &'a std::path::Path,
     leave_running: bool,
+    /// How CRIU locked the network (established connections, a netns).
+    network_lock: Option<criu_rpc::NetworkLock>,
+    tcp_established: bool,
     stats: Option<DumpStats>,
     log_file: Option<std::path::PathBuf>,
 }
@@ -40,6 +43,7 @@ impl Notify for LazyAnnouncer {
 }
 
 pub fn run(global: &Global, args: &CheckpointArgs) -> anyhow::Result<ExitCode> {
+    let args = &runc_lazy_pages(args)?;
     if let Some(id) = &args.id {
         return run_container(global, id, &args.dump, args);
     }
@@ -75,6 +79,8 @@ pub fn run(global: &Global, args: &CheckpointArgs) -> anyhow::Result<ExitCode> {
         pid,
         images_dir: &d.images_dir,
         leave_running: args.leave_running,
+        network_lock: request.options.network_lock,
+        tcp_established: d.tcp_established,
         stats: outcome.stats,
         log_file: outcome.log_file,
     };
@@ -107,6 +113,8 @@ pub fn run_pre_dump(global: &Global, args: &PreDumpArgs) -> anyhow::Result<ExitC
         pid,
         images_dir: &d.images_dir,
         leave_running: true,
+        network_lock: request.options.network_lock,
+        tcp_established: d.tcp_established,
         stats,
         log_file: None,
     };
@@ -123,6 +131,7 @@ fn run_container(
 ) -> anyhow::Result<ExitCode> {
     let criu = super::criu(global)?;
     let root = super::state_root(global);
+    let network_lock = common::dump_network_lock(d.network_lock, &criu);
     let page_server = d
         .page_server
         .as_deref()
@@ -145,6 +154,7 @@ fn run_container(
         pre_dump: args.pre_dump,
         leave_running: args.leave_running,
         tcp_established: d.tcp_established,
+        tcp_close: d.tcp_close,
         ext_unix_sk: d.ext_unix_sk,
         shell_job: d.shell_job,
         file_locks: d.file_locks,
@@ -152,8 +162,10 @@ fn run_container(
         page_server,
         page_server_socket: None,
         lazy_pages_port: if args.lazy_pages { args.port } else { None },
+        auto_dedup: d.auto_dedup,
+        empty_net_ns: d.empty_ns.is_some(),
         status_fd,
-        network_lock: common::network_lock(d.network_lock),
+        network_lock,
         manage_cgroups_mode: common::cgroup_mode(d.manage_cgroups_mode),
         external: d.external.iter().cloned().map(External::raw).collect(),
         log_level: common::log_level(d.criu_log_level),
@@ -168,6 +180,8 @@ fn run_container(
         pid,
         images_dir: &d.images_dir,
         leave_running: args.leave_running || args.pre_dump,
+        network_lock,
+        tcp_established: d.tcp_established,
         stats: outcome.stats,
         log_file: outcome.log_file,
     };
@@ -226,7 +240,7 @@ impl Target {
     }
 
     fn options(&self, d: &DumpArgs) -> anyhow::Result<DumpOptions<'_>> {
-        let mut options = dump_options(d)?;
+        let mut options = dump_options(d, common::dump_network_lock(d.network_lock, &self.criu))?;
         options.page_server =
             self.page_server
                 .as_ref()
@@ -239,7 +253,10 @@ impl Target {
 }
 
 /// The options both commands share.
-fn dump_options(d: &DumpArgs) -> anyhow::Result<DumpOptions<'static>> {
+fn dump_options(
+    d: &DumpArgs,
+    network_lock: Option<criu_rpc::NetworkLock>,
+) -> anyhow::Result<DumpOptions<'static>> {
     let parent_img = d
         .parent_dir
         .as_deref()
@@ -247,13 +264,17 @@ fn dump_options(d: &DumpArgs) -> anyhow::Result<DumpOptions<'static>> {
         .transpose()?;
     Ok(DumpOptions {
         tcp_established: d.tcp_established,
+        tcp_close: d.tcp_close,
         tcp_skip_in_flight: d.tcp_skip_in_flight,
         shell_job: d.shell_job,
         ext_unix_sk: d.ext_unix_sk,
         file_locks: d.file_locks,
         link_remap: d.link_remap,
+        track_mem: parent_img.is_some(),
         parent_img,
-        network_lock: common::network_lock(d.network_lock),
+        auto_dedup: d.auto_dedup,
+        empty_net_ns: d.empty_ns.is_some(),
+        network_lock,
         external: d.external.iter().cloned().map(External::raw).collect(),
         freeze_cgroup: d.freeze_cgroup.clone(),
         cgroups: criu_rpc::Cgroups {
@@ -302,9 +323,32 @@ fn print_report(json: bool, verb: &str, report: &Report<'_>) -> anyhow::Result<(
             line.push_str(&format!(", {} pages served lazily", s.pages_lazy));
         }
     }
+    if report.tcp_established {
+        match report.network_lock {
+            Some(lock) => line.push_str(&format!(
+                "; established TCP connections kept (network locked with {lock} until the restore)"
+            )),
+            None => line.push_str("; established TCP connections kept"),
+        }
+    }
     if report.leave_running {
         line.push_str("; the tree keeps running");
     }
     println!("{line}");
     Ok(())
+}
+
+/// runc's form of a lazy checkpoint, `--lazy-pages --page-server ADDR:PORT`
+/// (CRIU serves the pages there), as crabmigrate's `--lazy-pages --port P`.
+fn runc_lazy_pages(args: &CheckpointArgs) -> anyhow::Result<CheckpointArgs> {
+    let mut args = args.clone();
+    if !args.lazy_pages || args.port.is_some() {
+        return Ok(args);
+    }
+    let Some(server) = args.dump.page_server.take() else {
+        anyhow::bail!("--lazy-pages needs the port to serve pages on: give --port P (or runc's --page-server ADDR:PORT)");
+    };
+    let (_, port) = common::host_port(&server)?;
+    args.port = Some(port);
+    Ok(args)
 }

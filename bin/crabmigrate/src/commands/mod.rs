@@ -5,8 +5,11 @@ mod check;
 mod checkpoint;
 mod common;
 pub mod container;
+mod features;
 mod inspect;
 mod migrate;
+mod network;
+mod oci;
 mod page_server;
 mod restore;
 
@@ -19,6 +22,17 @@ use crate::cli::{Cli, Command, Global};
 
 /// Runs the chosen command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if cli.global.systemd_cgroup {
+        let why = if std::path::Path::new("/run/systemd/system").is_dir() {
+            "crabmigrate manages cgroupfs cgroups only and has no systemd cgroup driver"
+        } else {
+            "this host runs no systemd, and crabmigrate manages cgroupfs cgroups only"
+        };
+        anyhow::bail!(
+            "--systemd-cgroup is not supported: {why}; configure the engine for cgroupfs \
+             (podman --cgroup-manager cgroupfs, containerd SystemdCgroup = false)"
+        );
+    }
     match cli.command {
         Command::Check(args) => check::run(&cli.global, &args),
         Command::Checkpoint(args) => checkpoint::run(&cli.global, &args),
@@ -37,11 +51,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ps(args) => container::ps(&cli.global, &args),
         Command::Kill(args) => container::kill(&cli.global, &args),
         Command::Delete(args) => container::delete(&cli.global, &args),
+        Command::Exec(args) => oci::exec(&cli.global, &args),
+        Command::Update(args) => oci::update(&cli.global, &args),
+        Command::Events(args) => oci::events(&cli.global, &args),
+        Command::Features => oci::features(),
+        Command::Spec(args) => oci::spec(&args),
         Command::Pause(args) => container::pause(&cli.global, &args),
         Command::Resume(args) => container::resume(&cli.global, &args),
+        Command::Network(command) => network::run(&cli.global, &command),
         Command::Agent(args) => migrate::agent(&cli.global, &args),
         Command::Migrate(args) => migrate::migrate(&cli.global, &args),
         Command::Recover(args) => migrate::recover(&args),
+        Command::HoldSockets => match crabmigrate_runtime::sockets::hold_sockets() {
+            Err(e) => Err(anyhow::Error::new(e).context("the socket probe's holder failed")),
+            Ok(never) => match never {},
+        },
         Command::Keygen(args) => {
             crabmigrate_migrate::key::Key::generate_file(&args.out)?;
             println!(
@@ -57,6 +81,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 pub fn criu(global: &Global) -> anyhow::Result<Criu> {
     let binary = CriuBinary::locate(global.criu.as_deref()).context("cannot find CRIU")?;
     Ok(Criu::new(binary))
+}
+
+/// The host's CNI setup from `--cni-config-dir` and `--cni-plugin-dir`.
+pub fn cni(global: &Global) -> crabmigrate_runtime::network::Cni {
+    let mut cni = crabmigrate_runtime::network::Cni {
+        config_dir: global.cni_config_dir.clone(),
+        ..Default::default()
+    };
+    if !global.cni_plugin_dir.is_empty() {
+        cni.plugin_dirs = global.cni_plugin_dir.clone();
+    }
+    cni
 }
 
 /// The container state root from `--root`.

@@ -11,7 +11,11 @@
 //! - `descriptors.json` in the images records the init's stdio, for restore;
 //! - a container with a terminal is dumped as a shell job: the pty master
 //!   is outside the container;
-//! - the `org.criu.config` annotation names a CRIU configuration file.
+//! - the `org.criu.config` annotation names a CRIU configuration file;
+//! - a container with a CNI network joined its namespace, which is
+//!   external too; the attachment goes into the images (`network.status`)
+//!   and, once the container is gone, the network is released (DEL) so a
+//!   restore can take the same addresses.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
@@ -50,6 +54,8 @@ pub struct CheckpointOptions<'a> {
     /// Keep the container running after the checkpoint.
     pub leave_running: bool,
     pub tcp_established: bool,
+    /// Dump established connections without their state (restored closed).
+    pub tcp_close: bool,
     pub ext_unix_sk: bool,
     pub shell_job: bool,
     pub file_locks: bool,
@@ -68,6 +74,11 @@ pub struct CheckpointOptions<'a> {
     pub manage_cgroups_mode: Option<CgroupMode>,
     /// More externals, in CRIU's syntax.
     pub external: Vec<External>,
+    /// Punch pages out of the parent images once they are in this dump.
+    pub auto_dedup: bool,
+    /// Leave the network namespace's contents out (runc's `--empty-ns
+    /// network`).
+    pub empty_net_ns: bool,
     pub log_level: LogLevel,
 }
 
@@ -97,6 +108,10 @@ pub enum CheckpointError {
     Dump(#[from] criu_rpc::DumpError),
     #[error(transparent)]
     PreDump(#[from] criu_rpc::PreDumpError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
+    #[error(transparent)]
+    NetworkSpec(#[from] crate::network::JoinError),
 }
 
 /// Checkpoints container `id`. `notify`, if given, sees CRIU's dump
@@ -116,8 +131,12 @@ pub fn checkpoint(
             status: state.status,
         });
     }
-    let bundle =
+    let mut bundle =
         spec::load(&state.bundle).map_err(|e| CheckpointError::Bundle(id.to_owned(), e))?;
+    let network = state.network.clone().filter(|n| !n.released);
+    if let Some(net) = &network {
+        crate::network::join_in_spec(&mut bundle.spec, &net.netns)?;
+    }
     let parent = match &opts.parent_path {
         Some(p) if p.is_absolute() => return Err(CheckpointError::Parent(p.clone())),
         Some(p) if !opts.images_dir.join(p).is_dir() => {
@@ -133,6 +152,7 @@ pub fn checkpoint(
     let mut options = DumpOptions {
         leave_running: opts.leave_running,
         tcp_established: opts.tcp_established,
+        tcp_close: opts.tcp_close,
         ext_unix_sk: opts.ext_unix_sk,
         // The master of a container's terminal is outside the container
         // (the console socket's receiver has it): CRIU dumps the orphaned
@@ -142,7 +162,12 @@ pub fn checkpoint(
         shell_job: opts.shell_job || has_terminal(&bundle),
         file_locks: opts.file_locks,
         link_remap: opts.link_remap,
+        // With a parent, only memory changed since it is dumped: CRIU
+        // needs its dirty-page tracking for that, as runc asks for it.
+        track_mem: parent.is_some(),
         parent_img: parent,
+        auto_dedup: opts.auto_dedup,
+        empty_net_ns: opts.empty_net_ns,
         page_server: match (opts.page_server_socket, &opts.page_server) {
             (Some(fd), _) => Some(PageServerTarget::Socket(fd)),
             (None, Some((address, port))) => Some(PageServerTarget::Address {
@@ -152,7 +177,7 @@ pub fn checkpoint(
             (None, None) => None,
         },
         network_lock: opts.network_lock,
-        external: container_externals(&bundle)?,
+        external: container_externals(&bundle, state.cgroup.as_ref())?,
         ..Default::default()
     };
     options.external.extend(opts.external.iter().cloned());
@@ -188,10 +213,23 @@ pub fn checkpoint(
     request.options = options;
     request.lazy_pages_port = opts.lazy_pages_port;
     request.status_fd = opts.status_fd;
+    if let Some(net) = &network {
+        net.write(&opts.images_dir.join(crate::network::NETWORK_STATUS))?;
+    }
     let outcome = criu.dump(&request, notify)?;
     if !opts.leave_running {
         state.status = Status::Checkpointed;
         state.checkpoint = Some(opts.images_dir.clone());
+        // The processes are gone: the addresses go back to the network,
+        // for the restore to take them again.
+        if let (Some(net), Some(kept)) = (&network, state.network.as_mut()) {
+            match crate::network::release(net) {
+                Ok(()) => kept.released = true,
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "cannot release the network of the checkpointed container; delete releases it")
+                }
+            }
+        }
         root.save(&state)?;
     }
     Ok(CheckpointOutcome {
@@ -232,12 +270,24 @@ fn write_descriptors(images_dir: &Path, pid: u32) -> Result<(), CheckpointError>
 }
 
 /// External mounts and namespaces of a container (see the module docs).
-pub(crate) fn container_externals(bundle: &spec::Bundle) -> Result<Vec<External>, CheckpointError> {
+pub(crate) fn container_externals(
+    bundle: &spec::Bundle,
+    cgroup: Option<&crate::cgroups::Cgroup>,
+) -> Result<Vec<External>, CheckpointError> {
     let spec = &bundle.spec;
     let mut out = Vec::new();
     let planned = bundle
         .mounts()
         .map_err(|e| CheckpointError::Bundle(String::new(), e))?;
+    // The cgroup views bound into a `cgroup` mount (see cgroup_mount.rs).
+    if let Some(cgroup) = cgroup {
+        for m in planned.iter().filter(|m| m.kind == MountKind::Cgroup) {
+            for (inside, _) in super::cgroup_mount::binds(cgroup, &m.destination) {
+                let inside = inside.to_string_lossy();
+                out.push(External::mount(&inside, &inside));
+            }
+        }
+    }
     for m in planned.iter().filter(|m| m.kind == MountKind::Bind) {
         let dest = m.destination.to_string_lossy();
         out.push(External::mount(&dest, &dest));

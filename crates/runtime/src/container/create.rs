@@ -10,12 +10,14 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{open, OFlag};
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxDeviceType, Spec};
 
 use super::hooks::{self, HookState};
 use super::init::{self, InitConfig, Message};
 use super::rootfs::MountKind;
-use crate::cgroups::{Cgroup, Resources};
+use crate::cgroups::{default_allowed_devices, Cgroup, DeviceRule, Resources};
+use crate::network;
+use crate::security::{ProcessSecurity, SecurityError};
 use crate::spec::{self, Bundle};
 use crate::state::{State, StateRoot, Status};
 
@@ -26,6 +28,10 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     /// With `process.terminal`, send the pty master to this unix socket.
     pub console_socket: Option<PathBuf>,
+    /// Attach the container to this CNI network (`--network`).
+    pub network: Option<network::NetworkRequest>,
+    /// Use MS_MOVE and chroot instead of pivot_root (runc's `--no-pivot`).
+    pub no_pivot: bool,
 }
 
 /// A created container and the spec fields crabmigrate accepted without
@@ -63,8 +69,14 @@ pub enum CreateError {
     InitVanished,
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
+    #[error("cannot apply the spec's process security")]
+    Security(#[from] SecurityError),
     #[error("{field} {value:?} is not valid here")]
     Invalid { field: &'static str, value: String },
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
+    #[error(transparent)]
+    NetworkSpec(#[from] network::JoinError),
 }
 
 /// Removes what a failed `create` made.
@@ -73,6 +85,8 @@ struct Cleanup<'a> {
     id: String,
     cgroup: Option<Cgroup>,
     init: Option<i32>,
+    /// Released (DEL) when dropped.
+    network: Option<network::Prepared>,
     armed: bool,
 }
 
@@ -102,7 +116,8 @@ pub fn create(
     options: &CreateOptions,
 ) -> Result<Created, CreateError> {
     spec::validate_id(id).map_err(CreateError::Id)?;
-    let bundle = spec::load(bundle_dir).map_err(|e| CreateError::Bundle(bundle_dir.into(), e))?;
+    let mut bundle =
+        spec::load(bundle_dir).map_err(|e| CreateError::Bundle(bundle_dir.into(), e))?;
     let warnings = bundle.warnings.clone();
     let terminal = bundle
         .spec
@@ -116,6 +131,18 @@ pub fn create(
     if threads() != Some(1) {
         return Err(CreateError::Threaded);
     }
+    // A bad network (unknown name, missing plugin) is refused before
+    // anything is made.
+    let net_config = match &options.network {
+        Some(request) => {
+            network::check_spec(&bundle.spec)?;
+            let config = request.resolve()?;
+            let ips: Vec<_> = request.addresses.ips.iter().map(|n| n.addr()).collect();
+            network::addresses_free(root, &config, &ips, None)?;
+            Some(config)
+        }
+        None => None,
+    };
 
     let dir = root.create_dir(id)?;
     let mut cleanup = Cleanup {
@@ -123,6 +150,7 @@ pub fn create(
         id: id.to_owned(),
         cgroup: None,
         init: None,
+        network: None,
         armed: true,
     };
     let cgroup_path = spec::cgroup_path(&bundle.spec, id)
@@ -130,6 +158,13 @@ pub fn create(
     let cgroup =
         Cgroup::create(&cgroup_path, &resources(&bundle.spec)).map_err(CreateError::Cgroup)?;
     cleanup.cgroup = Some(cgroup.clone());
+    if let (Some(request), Some(config)) = (&options.network, &net_config) {
+        let prepared = network::prepare(&request.cni, config, id, &request.addresses, false)?;
+        let attachment = prepared.attachment();
+        attachment.write(&dir.join(network::ATTACHMENT_FILE))?;
+        network::join_in_spec(&mut bundle.spec, &attachment.netns)?;
+        cleanup.network = Some(prepared);
+    }
 
     let fifo_path = dir.join("exec.fifo");
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o600))
@@ -146,7 +181,8 @@ pub fn create(
         (true, Some(path)) => Some(super::console::connect(path)?),
         _ => None,
     };
-    let config = init_config(&bundle, Some(cgroup.clone()), fifo, console)?;
+    let mut config = init_config(&bundle, Some(cgroup.clone()), fifo, console)?;
+    config.no_pivot = options.no_pivot;
 
     let (ours, theirs) =
         UnixStream::pair().map_err(|e| CreateError::Io("create a socket pair", e))?;
@@ -170,6 +206,12 @@ pub fn create(
                 init_pid = Some(pid);
                 cleanup.init = Some(pid);
             }
+            Ok(Some(Message::UserNs)) => {
+                write_id_maps(&bundle.spec, intermediate.as_raw())?;
+                (&ours)
+                    .write_all(b"go\n")
+                    .map_err(|e| CreateError::Io("resume the intermediate process", e))?;
+            }
             Ok(Some(Message::Hooks)) => {
                 let pid = init_pid.unwrap_or(0) as u32;
                 run_create_hooks(&bundle, id, pid)?;
@@ -187,7 +229,7 @@ pub fn create(
     result?;
     let pid = init_pid.ok_or(CreateError::InitVanished)? as u32;
 
-    let state = State::for_bundle(
+    let mut state = State::for_bundle(
         &bundle,
         id,
         Status::Created,
@@ -195,15 +237,19 @@ pub fn create(
         cgroup,
         namespace_paths(&bundle.spec, pid),
     );
+    state.network = cleanup.network.as_ref().map(|n| n.attachment().clone());
     root.save(&state)?;
     if let Some(path) = &options.pid_file {
         write_pid_file(path, pid)?;
     }
     cleanup.armed = false;
+    if let Some(prepared) = cleanup.network.take() {
+        prepared.keep();
+    }
     Ok(Created { state, warnings })
 }
 
-fn threads() -> Option<u32> {
+pub(crate) fn threads() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
@@ -260,10 +306,17 @@ pub(crate) fn namespace_paths(
 
 /// The supported subset of `linux.resources`.
 pub(crate) fn resources(spec: &Spec) -> Resources {
-    let mut r = Resources::default();
-    let Some(res) = spec::resources(spec) else {
-        return r;
+    let mut r = match spec::resources(spec) {
+        Some(res) => resources_of(res),
+        None => Resources::default(),
     };
+    r.devices = device_rules(spec);
+    r
+}
+
+/// The supported limits of a `linux.resources` object (no device rules).
+pub(crate) fn resources_of(res: &oci_spec::runtime::LinuxResources) -> Resources {
+    let mut r = Resources::default();
     if let Some(m) = res.memory() {
         r.memory_limit = m.limit();
         r.memory_swap = m.swap();
@@ -281,6 +334,44 @@ pub(crate) fn resources(spec: &Spec) -> Resources {
     r
 }
 
+/// `linux.resources.devices` in order, then allow rules for `linux.devices`
+/// and the default devices (runc's way); nothing when the spec restricts
+/// no devices.
+pub(crate) fn device_rules(spec: &Spec) -> Vec<DeviceRule> {
+    let listed = spec::resources(spec)
+        .and_then(|r| r.devices().as_deref())
+        .unwrap_or_default();
+    if listed.is_empty() {
+        return Vec::new();
+    }
+    let kind_char = |t: Option<LinuxDeviceType>| match t {
+        None | Some(LinuxDeviceType::A) => 'a',
+        Some(LinuxDeviceType::B) => 'b',
+        // c, u (unbuffered character) and p (fifo) are character rules.
+        Some(_) => 'c',
+    };
+    let mut rules: Vec<DeviceRule> = listed
+        .iter()
+        .map(|d| DeviceRule {
+            allow: d.allow(),
+            kind: kind_char(d.typ()),
+            major: d.major(),
+            minor: d.minor(),
+            access: d.access().clone().unwrap_or_else(|| "rwm".to_owned()),
+        })
+        .collect();
+    for dev in spec::devices(spec) {
+        rules.push(DeviceRule::allow(
+            kind_char(Some(dev.typ())),
+            Some(dev.major()),
+            Some(dev.minor()),
+            "rwm",
+        ));
+    }
+    rules.extend(default_allowed_devices());
+    rules
+}
+
 /// Turns the spec into the children's instructions.
 pub(crate) fn init_config(
     bundle: &Bundle,
@@ -293,10 +384,16 @@ pub(crate) fn init_config(
     let ns = spec::namespaces(spec).map_err(bad)?;
     let mut unshare = CloneFlags::empty();
     for kind in &ns.create {
-        unshare |= kind.clone_flag();
+        if *kind != spec::NamespaceKind::User {
+            unshare |= kind.clone_flag();
+        }
     }
+    let new_user_ns = ns.create.contains(&spec::NamespaceKind::User);
     let mut join = Vec::new();
-    for (kind, path) in &ns.join {
+    // A joined user namespace first: it owns the others.
+    let mut joined = ns.join.clone();
+    joined.sort_by_key(|(kind, _)| *kind != spec::NamespaceKind::User);
+    for (kind, path) in &joined {
         let file = open(
             path.as_path(),
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
@@ -330,11 +427,16 @@ pub(crate) fn init_config(
             rlimit_resource(&format!("{:?}", r.typ())).map(|res| (res, r.soft(), r.hard()))
         })
         .collect();
+    let security = ProcessSecurity::from_spec(
+        &process,
+        spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
+    )?;
     Ok(InitConfig {
         rootfs: bundle.rootfs.clone(),
         cgroup,
         join,
         unshare,
+        new_user_ns,
         propagation: spec::rootfs_propagation(spec).map_err(bad)?,
         mounts,
         populate_dev,
@@ -356,7 +458,9 @@ pub(crate) fn init_config(
         uid: process.user().uid(),
         gid: process.user().gid(),
         additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
-        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        security,
+        no_pivot: false,
+        sysctl: spec::sysctls(spec).map_err(bad)?,
         cwd: process.cwd().clone(),
         args: cstrings(&process.args().clone().unwrap_or_default(), "process.args")?,
         env: cstrings(&process.env().clone().unwrap_or_default(), "process.env")?,
@@ -366,7 +470,7 @@ pub(crate) fn init_config(
 }
 
 /// `RLIMIT_NOFILE` (as oci-spec debug-prints it, `RlimitNofile`) to nix's.
-fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
+pub(crate) fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
     use nix::sys::resource::Resource::*;
     let key = name.to_ascii_uppercase().replace('_', "");
     Some(match key.trim_start_matches("RLIMIT") {
@@ -388,4 +492,20 @@ fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
         "STACK" => RLIMIT_STACK,
         _ => return None,
     })
+}
+
+/// Writes `linux.uidMappings` and `linux.gidMappings` to the new user
+/// namespace of process `pid` (each file in one write, as the kernel
+/// wants).
+fn write_id_maps(spec: &Spec, pid: i32) -> Result<(), CreateError> {
+    let (uids, gids) = spec::id_mappings(spec);
+    for (file, list) in [("uid_map", uids), ("gid_map", gids)] {
+        let text: String = list
+            .iter()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect();
+        std::fs::write(format!("/proc/{pid}/{file}"), text)
+            .map_err(|e| CreateError::Io("write the user namespace's id maps", e))?;
+    }
+    Ok(())
 }

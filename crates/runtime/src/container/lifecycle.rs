@@ -39,6 +39,8 @@ pub enum LifecycleError {
     Stuck(String, Duration),
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
+    #[error("cannot release the network of container {0}; fix the cause or delete with --force")]
+    Network(String, #[source] crate::network::NetworkError),
 }
 
 fn wrong(state: &State, action: &'static str, wanted: &'static str) -> LifecycleError {
@@ -109,7 +111,19 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 /// Deletes the container: its cgroup and state; poststop hooks run. A
 /// running or paused container needs `force` (its processes are killed).
 pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleError> {
-    let state = load(root, id)?;
+    let state = match load(root, id) {
+        Err(LifecycleError::State(crate::state::StateError::NotFound { .. }))
+            if force && root.container_dir(id).is_dir() =>
+        {
+            // A create that died before writing its state: release what
+            // it attached, remove what it left.
+            crate::network::release_leftover(root, id)
+                .map_err(|e| LifecycleError::Network(id.to_owned(), e))?;
+            root.remove(id)?;
+            return Ok(());
+        }
+        other => other?,
+    };
     let live = matches!(
         state.status,
         Status::Created | Status::Running | Status::Paused
@@ -134,6 +148,15 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleEr
                 return Err(LifecycleError::Stuck(id.to_owned(), KILL_WAIT));
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    if let Some(net) = state.network.as_ref().filter(|n| !n.released) {
+        match crate::network::release(net) {
+            Ok(()) => {}
+            Err(e) if force => {
+                tracing::warn!(id, error = %e, "cannot release the container's network; deleting anyway")
+            }
+            Err(e) => return Err(LifecycleError::Network(id.to_owned(), e)),
         }
     }
     if let Some(cgroup) = &state.cgroup {
@@ -211,7 +234,11 @@ pub fn resume(root: &StateRoot, id: &str) -> Result<State, LifecycleError> {
     Ok(state)
 }
 
-/// The OCI runtime spec's view of a container (`crabmigrate state`).
+/// The OCI runtime spec's view of a container (`crabmigrate state`), with
+/// runc's fields: `created` in RFC 3339 (engines parse it as a time),
+/// `owner` (empty: containers belong to root). `status` may also be
+/// `paused` (as with runc) and `checkpointed` (crabmigrate's: the images
+/// hold the container, which `restore` brings back under this ID).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OciState {
@@ -221,8 +248,12 @@ pub struct OciState {
     pub pid: u32,
     pub bundle: PathBuf,
     pub rootfs: PathBuf,
-    pub created: u64,
+    pub created: String,
+    pub owner: String,
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// The CNI network attachment (`--network`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkStatus>,
 }
 
 /// The state of `id`, as `crabmigrate state` prints it.
@@ -236,8 +267,10 @@ pub fn oci_state(root: &StateRoot, id: &str) -> Result<OciState, LifecycleError>
         pid,
         bundle: s.bundle,
         rootfs: s.rootfs,
-        created: s.created,
+        created: rfc3339(s.created),
+        owner: String::new(),
         annotations: s.annotations,
+        network: s.network.as_ref().map(crate::network::Attachment::status),
     })
 }
 
@@ -299,4 +332,10 @@ pub(crate) fn run_hooks(state: &State, stage: &'static str) -> Result<(), hooks:
             annotations: &state.annotations,
         },
     )
+}
+
+/// Seconds since the epoch as RFC 3339 in UTC (`2026-01-01T00:00:00Z`).
+pub fn rfc3339(seconds: u64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(seconds);
+    humantime::format_rfc3339_seconds(time).to_string()
 }

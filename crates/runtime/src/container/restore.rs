@@ -16,7 +16,10 @@
 //! - The restored init is the caller's child (rst_sibling).
 //! - Notifications: setup-namespaces runs the prestart and createRuntime
 //!   hooks with the new pid, post-restore records it, orphan-pts-master goes
-//!   to the console socket.
+//!   to the console socket, network-unlock unlocks a recreated CNI network.
+//! - A checkpoint with a CNI network gets a new namespace with the same
+//!   addresses and MAC, locked until CRIU's network-unlock
+//!   (`restore_network.rs`).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -33,8 +36,10 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::checkpoint::{masked_is_file, DESCRIPTORS, EXT_NET_NS, EXT_PID_NS};
 use super::hooks::{self, HookState};
+use super::restore_network;
 use super::rootfs::{secure_join, MountKind, DEFAULT_DEVICES};
 use crate::cgroups::Cgroup;
+use crate::network::{self, Prepared};
 use crate::spec::{self, Bundle};
 use crate::state::{State, StateRoot, Status};
 
@@ -52,6 +57,8 @@ pub struct RestoreOptions {
     /// Send a restored terminal's master here.
     pub console_socket: Option<PathBuf>,
     pub tcp_established: bool,
+    /// Restore established connections closed.
+    pub tcp_close: bool,
     pub ext_unix_sk: bool,
     pub shell_job: bool,
     pub file_locks: bool,
@@ -62,7 +69,17 @@ pub struct RestoreOptions {
     pub manage_cgroups_mode: Option<CgroupMode>,
     /// More externals, in CRIU's syntax.
     pub external: Vec<External>,
+    /// Punch pages out of the images as they are restored.
+    pub auto_dedup: bool,
+    /// Restore into an empty network namespace (runc's `--empty-ns`).
+    pub empty_net_ns: bool,
+    /// The restored tree's LSM profile, `apparmor:NAME` or `selinux:LABEL`.
+    pub lsm_profile: Option<String>,
+    /// The SELinux context of the restored mounts.
+    pub lsm_mount_context: Option<String>,
     pub log_level: LogLevel,
+    /// The host's CNI setup, for a checkpoint with a network.
+    pub cni: network::Cni,
 }
 
 /// A restored container.
@@ -99,6 +116,10 @@ pub enum RestoreError {
     Console(PathBuf, #[source] io::Error),
     #[error("process.terminal is set, so --console-socket is required to receive the restored terminal (as with runc)")]
     NoConsoleSocket,
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
+    #[error(transparent)]
+    NetworkSpec(#[from] network::JoinError),
 }
 
 /// Restores container `id` from `opts.images_dir` with `opts.bundle`.
@@ -111,6 +132,22 @@ pub fn restore(
     root: &StateRoot,
     id: &str,
     opts: &RestoreOptions,
+    observer: Option<&mut dyn Notify>,
+) -> Result<Restored, RestoreError> {
+    restore_networked(criu, root, id, opts, None, observer)
+}
+
+/// [`restore`] into a network namespace prepared beforehand (a migration
+/// destination prepares it, locked, before the source freezes): `network`
+/// replaces the one the checkpoint's `network.status` would get. It is
+/// unlocked in CRIU's network-unlock notification and released if the
+/// restore fails.
+pub fn restore_networked(
+    criu: &Criu,
+    root: &StateRoot,
+    id: &str,
+    opts: &RestoreOptions,
+    network: Option<Prepared>,
     observer: Option<&mut dyn Notify>,
 ) -> Result<Restored, RestoreError> {
     spec::validate_id(id).map_err(RestoreError::Id)?;
@@ -129,7 +166,7 @@ pub fn restore(
         Err(crate::state::StateError::NotFound { .. }) => None,
         Err(e) => return Err(e.into()),
     };
-    let bundle =
+    let mut bundle =
         spec::load(&opts.bundle).map_err(|e| RestoreError::Bundle(opts.bundle.clone(), e))?;
     // The terminal's new master can only go to a console socket; without
     // one CRIU fails obscurely ("Found slave peer index N without
@@ -137,6 +174,12 @@ pub fn restore(
     if super::checkpoint::has_terminal(&bundle) && opts.console_socket.is_none() {
         return Err(RestoreError::NoConsoleSocket);
     }
+    // The checkpoint's network, its plugins and free addresses: checked
+    // before anything is touched.
+    let net_plan = match &network {
+        Some(_) => None,
+        None => restore_network::plan(root, id, opts, previous.as_ref(), &bundle.spec)?,
+    };
     let dir = match &previous {
         Some(_) => root.container_dir(id),
         None => root.create_dir(id)?,
@@ -154,6 +197,15 @@ pub fn restore(
         .map_err(RestoreError::Cgroup)?;
     if previous.is_none() {
         cleanup.cgroup = Some(cgroup.clone());
+    }
+    // Released (DEL) if the restore fails.
+    let mut network = match (network, net_plan) {
+        (Some(prepared), _) => Some(prepared),
+        (None, Some(plan)) => Some(plan.prepare(opts, id, previous.as_ref())?),
+        (None, None) => None,
+    };
+    if let Some(prepared) = &network {
+        restore_network::adopt(prepared, &mut bundle.spec, &dir)?;
     }
     create_mount_points(&bundle)?;
     let criu_root = dir.join("criu-root");
@@ -183,11 +235,16 @@ pub fn restore(
     o.root = Some(criu_root.clone());
     o.rst_sibling = true;
     o.tcp_established = opts.tcp_established;
+    o.tcp_close = opts.tcp_close;
     o.ext_unix_sk = opts.ext_unix_sk;
     o.shell_job = opts.shell_job;
     o.file_locks = opts.file_locks;
     o.link_remap = opts.link_remap;
     o.lazy_pages = opts.lazy_pages;
+    o.auto_dedup = opts.auto_dedup;
+    o.empty_net_ns = opts.empty_net_ns;
+    o.lsm_profile = opts.lsm_profile.clone();
+    o.lsm_mount_context = opts.lsm_mount_context.clone();
     o.network_lock = opts.network_lock;
     o.orphan_pts_master = console.is_some();
     o.cgroups.mode = Some(opts.manage_cgroups_mode.unwrap_or(CgroupMode::Soft));
@@ -203,7 +260,7 @@ pub fn restore(
     if !cgroup.paths().is_empty() {
         o.cgroups.roots.push((None, cgroup.path().to_owned()));
     }
-    o.external = restore_externals(&bundle)?;
+    o.external = restore_externals(&bundle, &cgroup)?;
     o.external.extend(opts.external.iter().cloned());
     for (kind, file) in &joined {
         match *kind {
@@ -239,12 +296,23 @@ pub fn restore(
         id,
         console,
         pid: None,
+        network: network.as_mut(),
         observer,
     };
     let in_cgroup = criu.clone().with_launcher(Arc::new(CgroupLauncher {
         cgroup: cgroup.clone(),
     }));
     let outcome = in_cgroup.restore(&request, Some(&mut notify))?;
+    drop(notify);
+    if let Some(prepared) = network.as_mut().filter(|p| p.is_locked()) {
+        // CRIU sends network-unlock only for a tree with its own network
+        // namespace; never leave the workload locked.
+        tracing::warn!(
+            id,
+            "CRIU sent no network-unlock; unlocking after the restore"
+        );
+        restore_network::unlock(prepared)?;
+    }
     if let Some(path) = cleanup.mount.take() {
         unmount(&path);
     }
@@ -259,6 +327,7 @@ pub fn restore(
         super::create::namespace_paths(&bundle.spec, pid),
     );
     state.checkpoint = Some(opts.images_dir.clone());
+    state.network = network.map(Prepared::keep);
     root.save(&state)?;
     if let Some(path) = &opts.pid_file {
         let tmp = path.with_extension("tmp");
@@ -385,11 +454,21 @@ fn create_mount_points(bundle: &Bundle) -> Result<(), RestoreError> {
 }
 
 /// Externals mapped back to their sources.
-fn restore_externals(bundle: &Bundle) -> Result<Vec<External>, RestoreError> {
+fn restore_externals(bundle: &Bundle, cgroup: &Cgroup) -> Result<Vec<External>, RestoreError> {
     let mut out = Vec::new();
     let mounts = bundle
         .mounts()
         .map_err(|e| RestoreError::Bundle(bundle.dir.clone(), e))?;
+    // A `cgroup` mount's views go to the restored container's cgroup.
+    for m in mounts.iter().filter(|m| m.kind == MountKind::Cgroup) {
+        for (inside, dir) in super::cgroup_mount::binds(cgroup, &m.destination) {
+            out.push(External::raw(format!(
+                "mnt[{}]:{}",
+                inside.display(),
+                dir.display()
+            )));
+        }
+    }
     for m in mounts.iter().filter(|m| m.kind == MountKind::Bind) {
         let key = m.destination.to_string_lossy();
         let source = m.source.as_deref().unwrap_or(Path::new("/"));
@@ -479,6 +558,8 @@ struct RestoreNotify<'a, 'o> {
     id: &'a str,
     console: Option<UnixStream>,
     pid: Option<i32>,
+    /// A recreated CNI network, locked until network-unlock.
+    network: Option<&'a mut Prepared>,
     observer: Option<&'o mut dyn Notify>,
 }
 
@@ -516,6 +597,15 @@ impl Notify for RestoreNotify<'_, '_> {
         self.observer
             .as_mut()
             .map_or(Ok(()), |o| o.post_restore(pid))
+    }
+
+    fn network_unlock(&mut self) -> NotifyResult {
+        if let Some(prepared) = self.network.as_deref_mut() {
+            restore_network::unlock(prepared)?;
+        }
+        self.observer
+            .as_mut()
+            .map_or(Ok(()), |o| o.network_unlock())
     }
 
     fn pre_resume(&mut self) -> NotifyResult {
