@@ -70,7 +70,7 @@ pub enum RecoverError {
     #[error("invalid session name {0:?}")]
     BadSession(String),
     #[error("container {0}")]
-    Container(String, #[source] container::LifecycleError),
+    Container(String, #[source] Box<container::LifecycleError>),
     #[error("cannot signal process {0}")]
     Signal(u32, #[source] nix::Error),
 }
@@ -180,7 +180,10 @@ impl Record {
             RecordedWorkload::Container { id, state_root, .. } => {
                 let root = StateRoot::new(state_root.clone());
                 let mut state = root.load(id).map_err(|e| {
-                    RecoverError::Container(id.clone(), container::LifecycleError::State(e))
+                    RecoverError::Container(
+                        id.clone(),
+                        Box::new(container::LifecycleError::State(e)),
+                    )
                 })?;
                 state.refresh();
                 let cgroup = state.cgroup.as_ref();
@@ -193,13 +196,13 @@ impl Record {
                 }
                 if state.status == Status::Paused {
                     container::resume(&root, id)
-                        .map_err(|e| RecoverError::Container(id.clone(), e))?;
+                        .map_err(|e| RecoverError::Container(id.clone(), Box::new(e)))?;
                 } else if let Some(c) = cgroup {
                     if !matches!(c.freezer_state(), Ok(FreezerState::Thawed)) {
                         c.thaw().map_err(|e| {
                             RecoverError::Container(
                                 id.clone(),
-                                container::LifecycleError::Cgroup(id.clone(), e),
+                                Box::new(container::LifecycleError::Cgroup(id.clone(), e)),
                             )
                         })?;
                     }
@@ -226,7 +229,7 @@ impl Record {
                     Err(container::LifecycleError::State(
                         crabmigrate_runtime::state::StateError::NotFound { .. },
                     )) => {}
-                    Err(e) => return Err(RecoverError::Container(id.clone(), e)),
+                    Err(e) => return Err(RecoverError::Container(id.clone(), Box::new(e))),
                 }
             }
         }
