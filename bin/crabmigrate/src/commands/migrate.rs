@@ -195,6 +195,9 @@ pub fn recover(args: &RecoverArgs) -> anyhow::Result<ExitCode> {
             println!("discarded {} here", record.describe());
         }
         (None, None) => {
+            for dir in source::sweep_work_dir(work) {
+                eprintln!("removed {} (left by a killed migration)", dir.display());
+            }
             let records = Record::list(work)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&records)?);

@@ -90,17 +90,38 @@ async fn stop_copy(s: &mut Session<'_>, images_dir: &std::path::Path) -> Result<
             ..Default::default()
         },
     )
-    .await
-    .map_err(|e| SessionError::Refused {
-        step: Step::Pages,
-        reason: format!(
-            "the page stream broke on the destination: {}",
-            crate::source::chain(&e)
-        ),
-        known: None,
-    })?;
+    .await;
+    let mut done = daemon.done;
+    let pumped = match pumped {
+        Ok(p) => p,
+        Err(e) => {
+            // The page server failing (a full disk) breaks the stream
+            // first: its own error is the cause.
+            let server = tokio::time::timeout(Duration::from_secs(5), &mut done).await;
+            // A stream broken on the network side (altered, cut) is its
+            // own cause; one broken on the page server's side is the
+            // page server's.
+            let local = matches!(e, TransferError::Local(_));
+            let mut cause = match server {
+                Ok(Ok(Err(server))) if local => crate::source::chain(&server),
+                _ => crate::source::chain(&e),
+            };
+            let work = &s.agent.opts.work_dir;
+            if let Some(free) = super::session::free_space(work).filter(|&f| f < 16 << 20) {
+                cause.push_str(&format!(
+                    "; the file system of {} is full ({free} bytes free): free space there or give the agent another --work-dir",
+                    work.display()
+                ));
+            }
+            return Err(SessionError::Refused {
+                step: Step::Pages,
+                reason: format!("the page stream broke on the destination: {cause}"),
+                known: None,
+            });
+        }
+    };
     tracing::info!(bytes = pumped.out + pumped.back, "page stream done");
-    match daemon.done.await {
+    match done.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e.into()),
         Err(_) => {

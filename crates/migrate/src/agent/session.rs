@@ -608,6 +608,10 @@ impl Session<'_> {
             });
         }
         self.enter(AgentState::Committing);
+        tracing::info!(
+            pid = held.pid,
+            "commit received; the tree runs and its health is checked"
+        );
         match finished {
             Ok(_) => Ok(()),
             Err(e) => Err(SessionError::Refused {
@@ -690,7 +694,7 @@ pub(super) fn version_at_least(a: &str, b: &str) -> bool {
     parse(a) >= parse(b)
 }
 
-fn free_space(dir: &std::path::Path) -> Option<u64> {
+pub(super) fn free_space(dir: &std::path::Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(dir).ok()?;
     Some(st.blocks_available() as u64 * st.fragment_size() as u64)
 }

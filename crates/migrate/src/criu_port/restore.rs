@@ -39,15 +39,15 @@ pub(super) fn page_server(criu: Criu, images_dir: &Path) -> Result<Daemon, PortE
                     .wait_pid(info.pid.unwrap_or(0))
                     .map_err(|e| PortError::new(Op::PageServerRun, e))
                     .and_then(|s| {
-                        if s.success() {
+                        // CRIU's page server can end well after an error
+                        // it logged (a full disk): the log decides too.
+                        let errors = log_errors(&dir.join("page-server.log"));
+                        if s.success() && errors.is_empty() {
                             Ok(())
                         } else {
                             Err(PortError::new(
                                 Op::PageServerRun,
-                                format!(
-                                    "it ended with {s}{}",
-                                    log_errors(&dir.join("page-server.log"))
-                                ),
+                                format!("it ended with {s}{errors}"),
                             ))
                         }
                     });
@@ -185,6 +185,10 @@ fn run(criu: &Criu, job: &RestoreJob, hold: &mut HoldRestore) -> Result<u32, Por
             // The lazy-pages daemon listens in the images directory, which
             // is also the restore's work directory.
             request.options.lazy_pages = job.lazy;
+            // The tree stays in the cgroup CRIU was started in (the
+            // session's, where it is killed as a whole); by default CRIU
+            // would move it back into the cgroups it was dumped from.
+            request.options.cgroups.mode = Some(criu_rpc::CgroupMode::Ignore);
             criu.restore(&request, Some(hold))
                 .map(|o| o.pid as u32)
                 .map_err(|e| {

@@ -245,7 +245,12 @@ pub async fn migrate_via(
 ) -> Result<Report, MigrateError> {
     req.events.restart();
     let events = req.events.clone();
-    let result = run(port, dialer, &req).await;
+    // An interrupt is a rollback wherever it came: the user learns the
+    // workload runs on.
+    let result = run(port, dialer, &req).await.map_err(|e| match e {
+        e @ MigrateError::Interrupted(_) => MigrateError::RolledBack(Box::new(e)),
+        other => other,
+    });
     match &result {
         Err(MigrateError::InDoubt(d)) => events.emit(Event::InDoubt {
             session: d.session.clone(),
@@ -293,24 +298,59 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 /// A private work directory (mode 0700: it holds the workload's memory),
-/// removed on drop.
+/// locked while its migration runs, removed on drop.
 #[derive(Debug)]
 struct WorkDir {
     path: PathBuf,
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
+
+/// The prefix of a migration's work directory.
+const WORK_PREFIX: &str = "migrate-";
 
 impl WorkDir {
     fn create(base: &Path, session: &str) -> Result<Self, MigrateError> {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::create_dir_all(base)
-            .map_err(|e| MigrateError::Local("create the work directory", e))?;
-        let path = base.join(format!("migrate-{session}"));
+        let local = |e| MigrateError::Local("create a work directory", e);
+        std::fs::create_dir_all(base).map_err(local)?;
+        sweep_work_dir(base);
+        let path = base.join(format!("{WORK_PREFIX}{session}"));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)
-            .map_err(|e| MigrateError::Local("create a work directory", e))?;
-        Ok(Self { path })
+            .map_err(local)?;
+        let file = std::fs::File::create(path.join(".lock")).map_err(local)?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| local(e.into()))?;
+        Ok(Self { path, _lock: lock })
     }
+}
+
+/// Removes the work directories that migrations killed with SIGKILL left
+/// in `base` (a running migration holds its directory's lock). Returns
+/// what it removed.
+pub fn sweep_work_dir(base: &Path) -> Vec<PathBuf> {
+    let mut swept = Vec::new();
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return swept;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_dir() || !entry.file_name().to_string_lossy().starts_with(WORK_PREFIX) {
+            continue;
+        }
+        let unlocked = match std::fs::File::open(path.join(".lock")) {
+            Ok(file) => {
+                nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
+            }
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        if unlocked && std::fs::remove_dir_all(&path).is_ok() {
+            tracing::info!(dir = %path.display(), "swept the work directory of a killed migration");
+            swept.push(path);
+        }
+    }
+    swept
 }
 
 impl Drop for WorkDir {

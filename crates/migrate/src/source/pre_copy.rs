@@ -40,6 +40,8 @@ async fn round(
         .req
         .events
         .phase(&format!("round {round}"), None, &meter);
+    // The dump is not interrupted: a signal ends the migration once the
+    // workload runs on.
     let run = job.dump(&dir, PagesTo::Images, true, None);
     let figures = run.done.await.unwrap_or_else(|_| {
         Err(crate::port::PortError::new(
@@ -47,19 +49,27 @@ async fn round(
             "the dump's thread ended",
         ))
     })?;
+    if let Some(signal) = job.req.interrupt.fired() {
+        return Err(MigrateError::Interrupted(signal));
+    }
     job.archive_rootfs(&dir).await?;
     let d = dir.clone();
     let files = blocking(move || chunks::hash_dir(&d))
         .await?
         .map_err(|e| MigrateError::Chunks(e.into()))?;
-    link.tx
-        .send(Body::RoundStart(RoundStart { round, last: false }))
-        .await?;
     let send_started = Instant::now();
-    let sent = sender
-        .send(&mut link.tx, &dir, &files, false, &meter)
+    let sent = job
+        .interruptible(async {
+            link.tx
+                .send(Body::RoundStart(RoundStart { round, last: false }))
+                .await?;
+            let sent = sender
+                .send(&mut link.tx, &dir, &files, false, &meter)
+                .await?;
+            link.expect_ack(Step::Round).await?;
+            Ok(sent)
+        })
         .await?;
-    link.expect_ack(Step::Round).await?;
     let send_secs = send_started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&dir);
     phase.finish();
@@ -97,7 +107,7 @@ pub(super) async fn run(job: &Job<'_>, link: &mut super::Link) -> Result<Outcome
     let mut figures: Vec<RoundFigures> = Vec::new();
     let converged = loop {
         let n = figures.len() as u32 + 1;
-        let (report, f) = job.interruptible(round(job, link, &mut sender, n)).await?;
+        let (report, f) = round(job, link, &mut sender, n).await?;
         rounds.push(report);
         figures.push(f);
         if let Some(c) = converge(&figures, &job.req.pre_copy) {

@@ -12,10 +12,9 @@
 //!   first, because the workload dirties little;
 //! - a restore that fails on the destination (a pid the frozen source still
 //!   holds) rolls back with CRIU's cause;
-//! - a container holding a TCP socket with `--tcp-established`: CRIU 4.1.1
-//!   cannot dump inet sockets on Linux 6.16+, so the migration must fail
-//!   with that cause and the container keep running on the source (the
-//!   issue's third-namespace client test waits for a CRIU that can).
+//! - a container holding a TCP listener moves with `--tcp-established`
+//!   (CRIU 4.2, which setup provides, dumps inet sockets on Linux 6.16+)
+//!   and runs on the destination only.
 //!
 //! The source container is created in the host's network namespace (it has
 //! its own anyway); `crabmigrate migrate` runs in `src`, the agent in `dst`.
@@ -23,7 +22,11 @@
 //! renamed on the way (`--target-id`): the frozen source and the held
 //! destination copy must not share a cgroup.
 
-use super::*;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::lab::*;
 use crate::container_cr::{counter_bundle, wait_continues, Count};
 use testkit::Runtime;
 
@@ -341,14 +344,14 @@ fn a_restore_failing_on_the_destination_rolls_back() {
 }
 
 #[test]
-fn a_container_with_a_tcp_socket_never_runs_twice() {
-    if testkit::real_criu("a_container_with_a_tcp_socket_never_runs_twice").is_none() {
+fn a_container_with_a_tcp_socket_moves_and_never_runs_twice() {
+    if testkit::real_criu("a_container_with_a_tcp_socket_moves_and_never_runs_twice").is_none() {
         return;
     }
-    // A listening TCP socket beside the counter. CRIU 4.1.1 cannot dump
-    // inet sockets on Linux 6.16+ (criu #2705): the migration must then
-    // fail with that cause and the remedy, and the container keep running
-    // on the source; with a CRIU that can, it must move.
+    // A listening TCP socket beside the counter, moved with
+    // --tcp-established: CRIU 4.2 dumps inet sockets on Linux 6.16+ (setup
+    // provides it; 4.1.1 could not). The container must run on the
+    // destination only.
     let script = format!(
         "nc -l -p 7777 </dev/null >/dev/null 2>&1 & {}",
         crate::container_cr::COUNTER
@@ -358,21 +361,36 @@ fn a_container_with_a_tcp_socket_never_runs_twice() {
         std::os::unix::fs::symlink("busybox", bundle.rootfs().join("bin").join(applet)).unwrap();
     }
     let c = ContainerLab::start("mctcp", bundle);
-    let mut run = c.migrate(&["--tcp-established", "--strategy", "stop-copy"]);
+    let mut run = c.migrate(&["--tcp-established", "--strategy", "stop-copy", "--json"]);
     let done = finish(&mut run, "tcp");
-    if done.status.success() {
-        println!("tcp: this CRIU dumps inet sockets: {}", done.stdout);
-        wait_continues(&c.dst_rootfs(), &c.before);
-        assert!(!c.rt.run(&["state", &c.id]).status.success());
-    } else {
-        let line = assert_rolled_back(&done, "tcp");
-        println!("tcp: {line}");
-        assert!(line.contains("TCP or UDP sockets"), "{line}");
-        let state = c.rt.state(&c.id);
-        assert_eq!(state["status"], "running", "{state}");
-        let rootfs = c.bundle.rootfs();
-        let now = Count::read(&rootfs).unwrap();
-        wait_continues(&rootfs, &now);
-        c.agent.wait_sessions_gone();
-    }
+    assert!(
+        done.status.success(),
+        "tcp: the container with a TCP listener must move ({}): {}\nagent: {}",
+        done.status,
+        done.stderr,
+        c.agent.log()
+    );
+    println!("tcp: moved: {}", done.stdout);
+    wait_continues(&c.dst_rootfs(), &c.before);
+    let state: serde_json::Value = serde_json::from_slice(
+        &c.dest
+            .command(&["state", &c.target])
+            .output()
+            .expect("state runs")
+            .stdout,
+    )
+    .unwrap_or_default();
+    assert_eq!(state["status"], "running", "tcp: {state}");
+    assert!(
+        !c.rt.run(&["state", &c.id]).status.success(),
+        "tcp: the source keeps the container"
+    );
+    let src_rootfs = c.bundle.rootfs();
+    let last = Count::read(&src_rootfs);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        Count::read(&src_rootfs),
+        last,
+        "tcp: the source still counts"
+    );
 }
