@@ -375,6 +375,12 @@ mod tests {
     fn a_corrupted_chunk_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = ChunkStore::create(&dir.path().join("pack"), 1 << 20).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("pack"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the store holds the workload's memory");
         let data = vec![5u8; 100];
         let mut batch = ChunkBatch {
             digests: Sha256::digest(&data).to_vec(),
