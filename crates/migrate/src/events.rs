@@ -42,7 +42,7 @@ pub enum Event {
     /// The workload was frozen on the source.
     Frozen,
     /// The destination restored the workload; the source recorded and
-    /// stopped it and sends Commit. From here on it never resumes by
+    /// stopped it and sent Commit. From here on it never resumes by
     /// itself.
     Committing,
     /// The destination runs the workload; the source copy is ended.

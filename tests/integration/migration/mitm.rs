@@ -28,6 +28,12 @@ pub(super) enum Rule {
     /// A refused restore reaches the source as `Restored`; then as
     /// `DropCommit`.
     ForgeRestored,
+    /// Commit reaches the agent three seconds late (it waits at its
+    /// post-restore hold meanwhile).
+    DelayCommit,
+    /// Restored reaches the source three seconds late (it waits for the
+    /// restore meanwhile).
+    DelayRestored,
 }
 
 /// The relay, listening on loopback in a namespace.
@@ -139,6 +145,15 @@ async fn relay(
                 }
                 Err(e) => return Err(e.into()),
             };
+            if control
+                && rule == Rule::DelayCommit
+                && matches!(Envelope::decode_checked(&frame), Ok(Body::Commit(_)))
+            {
+                acted.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                utx.send_frame(&frame).await?;
+                continue;
+            }
             if control && matches!(Envelope::decode_checked(&frame), Ok(Body::Commit(_))) {
                 acted.fetch_add(1, Ordering::Relaxed);
                 if rule == Rule::CutAfterCommit {
@@ -162,6 +177,13 @@ async fn relay(
                 }
                 Err(e) => return Err(e.into()),
             };
+            if control
+                && rule == Rule::DelayRestored
+                && matches!(Envelope::decode_checked(&frame), Ok(Body::Restored(_)))
+            {
+                acted.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            }
             if control && rule == Rule::ForgeRestored {
                 if let Ok(Body::Refuse(r)) = Envelope::decode_checked(&frame) {
                     if r.refused_step() == Step::Restore {

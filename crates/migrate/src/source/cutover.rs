@@ -57,10 +57,10 @@ pub(crate) async fn commit(
     frozen
         .begin_commit(&job.record_facts(link))
         .map_err(Fate::Before)?;
-    job.req.events.emit(Event::Committing);
     if let Err(e) = link.tx.send(Body::Commit(Commit {})).await {
         return Err(Fate::Doubt(e.into()));
     }
+    job.req.events.emit(Event::Committing);
     match link.next_within(deadlines::COMMITTED).await {
         Ok(Body::Committed(c)) => Ok(Committed {
             pid: c.pid,
