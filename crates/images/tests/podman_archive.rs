@@ -72,7 +72,9 @@ fn podman_members(images: &Path) -> Vec<(String, Option<Vec<u8>>)> {
     let mut h = tar::Header::new_gnu();
     h.set_mode(0o644);
     h.set_size(3);
-    rootfs.append_data(&mut h, "tmp/counter", &b"19\n"[..]).unwrap();
+    rootfs
+        .append_data(&mut h, "tmp/counter", &b"19\n"[..])
+        .unwrap();
     let config = serde_json::json!({
         "id": "f91206a7390a7ec5ec6e648b60dae0306f6e84002e3ce6578655db8a213f5d96",
         "name": "c1", "runtime": "runc", "rootfsImageName": "localhost/bb:1",
@@ -81,7 +83,10 @@ fn podman_members(images: &Path) -> Vec<(String, Option<Vec<u8>>)> {
     let mut out: Vec<(String, Option<Vec<u8>>)> = vec![
         ("artifacts/".into(), None),
         ("devshm-checkpoint.tar".into(), Some(vec![0; 1024])),
-        ("config.dump".into(), Some(serde_json::to_vec(&config).unwrap())),
+        (
+            "config.dump".into(),
+            Some(serde_json::to_vec(&config).unwrap()),
+        ),
         (
             "spec.dump".into(),
             Some(br#"{"ociVersion":"1.0.2-dev","process":{"args":["sh"]}}"#.to_vec()),
@@ -121,8 +126,8 @@ fn refused(bytes: &[u8]) -> (ImportError, String) {
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("podman.tar");
     std::fs::write(&file, bytes).unwrap();
-    let err = archive::import(&file, &work.path().join("images"), &mut NoProgress)
-        .expect_err("refused");
+    let err =
+        archive::import(&file, &work.path().join("images"), &mut NoProgress).expect_err("refused");
     let mut text = err.to_string();
     let mut source = std::error::Error::source(&err);
     while let Some(s) = source {
@@ -197,9 +202,7 @@ fn podman_networks_are_kept_aside() {
     let dest = work.path().join("imported");
     let imported = archive::import(&file, &dest, &mut NoProgress).unwrap();
     assert!(!dest.join("network.status").exists());
-    assert!(dest
-        .join(archive::podman::PODMAN_NETWORK_STATUS)
-        .is_file());
+    assert!(dest.join(archive::podman::PODMAN_NETWORK_STATUS).is_file());
     assert!(
         imported.notes.iter().any(|n| n.contains("Podman networks")),
         "{:?}",
@@ -246,7 +249,10 @@ fn hostile_or_incomplete_podman_archives_are_refused() {
         archive_of(&members)
     };
     let (e, text) = refused(&without("spec.dump", None));
-    assert!(matches!(e, ImportError::NotCheckpointArchive { .. }), "{text}");
+    assert!(
+        matches!(e, ImportError::NotCheckpointArchive { .. }),
+        "{text}"
+    );
     assert!(text.contains("spec.dump"), "{text}");
     let (e, text) = refused(&without("checkpoint/inventory.img", None));
     assert!(text.contains("checkpoint/inventory.img"), "{text}");

@@ -129,7 +129,11 @@ pub enum ImportError {
         declared: u64,
     },
     #[error("member {member:?} is {size} bytes, more than the {limit} such a member may have")]
-    TooLarge { member: String, size: u64, limit: u64 },
+    TooLarge {
+        member: String,
+        size: u64,
+        limit: u64,
+    },
     #[error(
         "member {member:?} is {size} bytes, smaller than the {declared} declared in the manifest"
     )]
@@ -263,38 +267,37 @@ pub fn import(
         .map_err(ImportError::Corrupt)?
         .to_string_lossy()
         .into_owned();
-    let manifest = if first_path == MANIFEST
-        && first.header().entry_type() == tar::EntryType::Regular
-    {
-        if first.size() > MAX_MANIFEST_BYTES {
-            return Err(ImportError::Manifest(super::ManifestError::Invalid(
-                format!("it is larger than {MAX_MANIFEST_BYTES} bytes"),
-            )));
-        }
-        let mut manifest_bytes = Vec::new();
-        (&mut first)
-            .take(MAX_MANIFEST_BYTES)
-            .read_to_end(&mut manifest_bytes)
-            .map_err(ImportError::Corrupt)?;
-        let manifest = Manifest::parse(&manifest_bytes).map_err(ImportError::Manifest)?;
-        // Two members may not land on one path once checkpoint/ is flattened.
-        let mut targets = HashSet::new();
-        for m in &manifest.members {
-            if let Some(t) = target_of(&m.path) {
-                if t == MANIFEST || !targets.insert(t) {
-                    return Err(ImportError::Manifest(super::ManifestError::Invalid(
-                        format!("{:?} would overwrite another member", m.path),
-                    )));
+    let manifest =
+        if first_path == MANIFEST && first.header().entry_type() == tar::EntryType::Regular {
+            if first.size() > MAX_MANIFEST_BYTES {
+                return Err(ImportError::Manifest(super::ManifestError::Invalid(
+                    format!("it is larger than {MAX_MANIFEST_BYTES} bytes"),
+                )));
+            }
+            let mut manifest_bytes = Vec::new();
+            (&mut first)
+                .take(MAX_MANIFEST_BYTES)
+                .read_to_end(&mut manifest_bytes)
+                .map_err(ImportError::Corrupt)?;
+            let manifest = Manifest::parse(&manifest_bytes).map_err(ImportError::Manifest)?;
+            // Two members may not land on one path once checkpoint/ is flattened.
+            let mut targets = HashSet::new();
+            for m in &manifest.members {
+                if let Some(t) = target_of(&m.path) {
+                    if t == MANIFEST || !targets.insert(t) {
+                        return Err(ImportError::Manifest(super::ManifestError::Invalid(
+                            format!("{:?} would overwrite another member", m.path),
+                        )));
+                    }
                 }
             }
-        }
-        write_new(&root.join(MANIFEST), &manifest_bytes)?;
-        out.bytes = manifest_bytes.len() as u64;
-        out.files = 1;
-        Some(manifest)
-    } else {
-        None
-    };
+            write_new(&root.join(MANIFEST), &manifest_bytes)?;
+            out.bytes = manifest_bytes.len() as u64;
+            out.files = 1;
+            Some(manifest)
+        } else {
+            None
+        };
     let mut policy = match &manifest {
         Some(m) => Policy::Manifest(m.members.iter().map(|m| (m.path.as_str(), m)).collect()),
         None => Policy::Podman(super::podman::Layout::default()),
@@ -409,8 +412,9 @@ fn extract_entry<R: Read>(
                 .map_err(ImportError::Corrupt)?
                 .map(|t| t.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let escapes =
-                target.starts_with('/') || target.split('/').any(|p| p == "..") || target.is_empty();
+            let escapes = target.starts_with('/')
+                || target.split('/').any(|p| p == "..")
+                || target.is_empty();
             if escapes || kind == T::Link {
                 return Err(ImportError::LinkOutside { member, target });
             }
@@ -497,7 +501,13 @@ fn extract_entry<R: Read>(
                 declared,
             })
         }
-        None if size > limit => return Err(ImportError::TooLarge { member, size, limit }),
+        None if size > limit => {
+            return Err(ImportError::TooLarge {
+                member,
+                size,
+                limit,
+            })
+        }
         _ => {}
     }
     let mut file = std::fs::OpenOptions::new()

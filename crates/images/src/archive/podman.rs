@@ -321,7 +321,10 @@ mod tests {
         assert_eq!(doc["id"].as_str().unwrap().len(), 64);
         assert_eq!(doc["name"], "web");
         assert_eq!(doc["rootfsImageID"], "localhost/app:1");
-        assert!(doc.get("rootfs").is_none(), "Podman refuses rootfs with an image");
+        assert!(
+            doc.get("rootfs").is_none(),
+            "Podman refuses rootfs with an image"
+        );
         let none = config_dump(&ConfigDump { image: None, ..c });
         assert!(none.get("rootfsImageName").is_none());
     }
