@@ -130,6 +130,13 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleEr
             root.remove(id)?;
             return Ok(());
         }
+        // runc's `delete --force` of a container that does not exist
+        // succeeds: engines clean up that way after a failed create or a
+        // checkpoint that removed the container.
+        Err(LifecycleError::State(crate::state::StateError::NotFound { .. })) if force => {
+            tracing::info!(id, "no such container; nothing to delete");
+            return Ok(());
+        }
         other => other?,
     };
     let live = matches!(
