@@ -36,9 +36,10 @@ pub struct Global {
     )]
     pub root: PathBuf,
 
-    /// How much to log on stderr (RUST_LOG overrides it)
-    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Warn)]
-    pub log_level: LogLevel,
+    /// How much to log (RUST_LOG overrides it) [default: warn on stderr,
+    /// info into --log]
+    #[arg(long, global = true, value_enum)]
+    pub log_level: Option<LogLevel>,
 
     /// Where CNI network configuration lists are (for --network)
     #[arg(
