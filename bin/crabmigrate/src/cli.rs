@@ -300,8 +300,11 @@ pub struct RestoreArgs {
         )
     )]
     pub images_dir: PathBuf,
-    /// Restore from a checkpoint archive (from `crabmigrate export`): check
-    /// and extract it, apply its rootfs changes to the bundle, then restore
+    /// Restore from a checkpoint archive (from `crabmigrate export` or
+    /// `podman container checkpoint --export`): check and extract it, apply
+    /// its rootfs changes to the bundle, then restore. A Podman archive
+    /// restored into a bundle without config.json gets one written from
+    /// the archive's spec (BUNDLE/rootfs must hold the image's files)
     #[arg(long, value_name = "FILE")]
     pub import: Option<PathBuf>,
     /// Where CRIU's log and statistics go [default: the images directory]
@@ -698,6 +701,19 @@ pub struct ExportArgs {
     /// How to compress the archive
     #[arg(long, value_enum, default_value_t = CompressArg::Zstd)]
     pub compress: CompressArg,
+    /// The image the container's rootfs came from, as Podman names it
+    /// (localhost/app:1): `podman container restore --import` needs it to
+    /// rebuild the rootfs before it applies the archive's changes
+    #[arg(long, value_name = "NAME", requires = "id")]
+    pub image: Option<String>,
+    /// That image's ID in the importing Podman's storage [default: the name,
+    /// which Podman resolves]
+    #[arg(long, value_name = "ID", requires = "image")]
+    pub image_id: Option<String>,
+    /// The name the importing Podman knows crabmigrate by (its --runtime,
+    /// or its name in containers.conf [engine.runtimes])
+    #[arg(long, value_name = "NAME", default_value = "crabmigrate")]
+    pub runtime_name: String,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
@@ -712,7 +728,8 @@ pub enum CompressArg {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The archive (from `crabmigrate export`)
+    /// The archive (from `crabmigrate export`, or `podman container
+    /// checkpoint --export`)
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Where the images go: a new or empty directory
