@@ -5,7 +5,8 @@
 //! - `podman_drives_crabmigrate`: Podman 4.3 with `--runtime` naming
 //!   crabmigrate (cgroupfs manager, vfs storage, a busybox image from
 //!   `podman import`) runs a counter, execs into it (Podman's seccomp
-//!   profile and capabilities are in force), checkpoints and restores it
+//!   profile and capabilities are in force), checkpoints it with
+//!   `--leave-running --print-stats`, checkpoints and restores it
 //!   (the counter goes on, the init as confined as before), checkpoints it
 //!   with `--export` and restores the archive with `--import` into a second
 //!   storage root, and stops it. crabmigrate adds nothing to Podman's output
@@ -373,6 +374,23 @@ fn podman_drives_crabmigrate() {
     // checkpoint and restore: the counter goes on, confinement is kept.
     let before = confinement(podman.init_pid(1, &name));
     assert!(before.contains(&"Seccomp:\t2".to_owned()), "{before:?}");
+    // --leave-running (Podman passes the flag twice) with --print-stats
+    // (Podman reads CRIU's statistics from the work path).
+    let stats = podman.ok(
+        1,
+        &[
+            "container",
+            "checkpoint",
+            "--leave-running",
+            "--print-stats",
+            &name,
+        ],
+    );
+    assert!(stats.contains("pages_written"), "{stats}");
+    assert_eq!(
+        podman.ok(1, &["inspect", "-f", "{{.State.Status}}", &name]),
+        "running"
+    );
     // As with runc, the runtime adds nothing to what Podman prints (the
     // container's name) nor to the container's log.
     assert_eq!(podman.ok(1, &["container", "checkpoint", &name]), name);

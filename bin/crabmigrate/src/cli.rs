@@ -10,8 +10,16 @@ pub use oci::{EventsArgs, ExecArgs, LogFormat, PsFormat, SpecArgs, UpdateArgs};
 
 /// Checkpoint, restore and live-migrate Linux processes and containers,
 /// built on CRIU.
+/// A flag given twice takes the last value, as runc's (Go's flag parsing):
+/// Podman passes `--leave-running` twice to `checkpoint --leave-running`.
 #[derive(Debug, Parser)]
-#[command(name = "crabmigrate", version, about, max_term_width = 100)]
+#[command(
+    name = "crabmigrate",
+    version,
+    about,
+    max_term_width = 100,
+    args_override_self = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,

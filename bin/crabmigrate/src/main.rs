@@ -147,4 +147,41 @@ mod tests {
         .unwrap();
         assert!(matches!(cli.command, cli::Command::Restore(ref r) if r.no_subreaper && r.detach));
     }
+
+    #[test]
+    fn a_flag_given_twice_is_taken_as_runc_takes_it() {
+        // podman container checkpoint --leave-running passes it twice.
+        let cli = Cli::try_parse_from([
+            "crabmigrate",
+            "checkpoint",
+            "--image-path",
+            "/i",
+            "--leave-running",
+            "--leave-running",
+            "--work-path",
+            "/a",
+            "--work-path",
+            "/w",
+            "id",
+        ])
+        .unwrap();
+        let cli::Command::Checkpoint(c) = cli.command else {
+            panic!("not a checkpoint");
+        };
+        assert!(c.leave_running);
+        assert_eq!(c.dump.work_dir.as_deref(), Some(std::path::Path::new("/w")));
+        // Repeatable options still collect every value.
+        let cli = Cli::try_parse_from([
+            "crabmigrate",
+            "restore",
+            "--images-dir",
+            "/i",
+            "--external",
+            "a",
+            "--external",
+            "b",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, cli::Command::Restore(ref r) if r.external == ["a", "b"]));
+    }
 }
