@@ -5,7 +5,8 @@
 //! - `podman_drives_crabmigrate`: Podman 4.3 with `--runtime` naming
 //!   crabmigrate (cgroupfs manager, vfs storage, a busybox image from
 //!   `podman import`) runs a counter, execs into it (Podman's seccomp
-//!   profile and capabilities are in force), checkpoints it with
+//!   profile and capabilities are in force), pauses and unpauses it,
+//!   checkpoints it with
 //!   `--leave-running --print-stats`, checkpoints and restores it
 //!   (the counter goes on, the init as confined as before), checkpoints it
 //!   with `--export` and restores the archive with `--import` into a second
@@ -374,6 +375,13 @@ fn podman_drives_crabmigrate() {
     // checkpoint and restore: the counter goes on, confinement is kept.
     let before = confinement(podman.init_pid(1, &name));
     assert!(before.contains(&"Seccomp:\t2".to_owned()), "{before:?}");
+    // pause and unpause (the runtime's pause and resume).
+    podman.ok(1, &["pause", &name]);
+    assert_eq!(
+        podman.ok(1, &["inspect", "-f", "{{.State.Status}}", &name]),
+        "paused"
+    );
+    podman.ok(1, &["unpause", &name]);
     // --leave-running (Podman passes the flag twice) with --print-stats
     // (Podman reads CRIU's statistics from the work path).
     let stats = podman.ok(
