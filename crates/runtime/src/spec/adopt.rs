@@ -16,7 +16,9 @@
 //!   resolver configuration, an empty `.containerenv`, an empty shm
 //!   directory (the caller fills it from `devshm-checkpoint.tar`);
 //! - `linux.cgroupsPath` is dropped (it names the engine's cgroup of the
-//!   old container): crabmigrate's default `/crabmigrate/ID` serves.
+//!   old container): crabmigrate's default `/crabmigrate/ID` serves;
+//! - `hooks` are dropped: they would run on this host, outside the
+//!   container, chosen by whoever wrote the archive (Podman writes none).
 //!
 //! Any other bind mount whose source does not exist here, or a namespace
 //! to join that does not exist here, is refused, naming it: the restore
@@ -251,6 +253,19 @@ pub fn adopt_engine_spec(spec_dump: &Path, bundle: &Path) -> Result<Adopted, Ado
             }
         }
     }
+    // Hooks run on this host, outside the container, before anything of
+    // the checkpoint is checked by a restore: an archive does not get to
+    // choose programs for crabmigrate to run. (Podman adds none of its own.)
+    if let Some(Value::Object(hooks)) = spec.as_object_mut().and_then(|o| o.remove("hooks")) {
+        if !hooks.is_empty() {
+            let stages: Vec<&str> = hooks.keys().map(String::as_str).collect();
+            notes.push(format!(
+                "the spec's hooks ({}) were dropped: they would run on this host; add them to \
+                 config.json yourself if you trust them",
+                stages.join(", ")
+            ));
+        }
+    }
     if let Some(Value::Object(linux)) = spec.get_mut("linux") {
         if let Some(old) = linux.remove("cgroupsPath") {
             notes.push(format!(
@@ -287,6 +302,7 @@ mod tests {
                  "source": "/var/lib/containers/storage/x/userdata/shm", "options": ["bind"]},
                 {"destination": "/data", "type": "bind", "source": "/", "options": ["rbind"]}
             ],
+            "hooks": {"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", "touch /tmp/pwned"]}]},
             "linux": {"cgroupsPath": "/libpod_parent/libpod-abc",
                       "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}]}
         });
@@ -306,6 +322,8 @@ mod tests {
             serde_json::from_slice(&std::fs::read(&adopted.config).unwrap()).unwrap();
         assert_eq!(written["root"]["path"], "rootfs");
         assert!(written["linux"].get("cgroupsPath").is_none());
+        assert!(written.get("hooks").is_none());
+        assert!(adopted.notes.iter().any(|n| n.contains("prestart")));
         let files = bundle.join(CONTAINER_FILES);
         assert_eq!(
             written["mounts"][1]["source"],
