@@ -51,7 +51,7 @@ fn create_container(global: &Global, args: &CreateArgs) -> anyhow::Result<u32> {
     )
     .with_context(|| format!("cannot create container {}", args.id))?;
     for warning in &created.warnings {
-        eprintln!("crabmigrate: warning: {warning}");
+        crate::output::warning(warning);
     }
     Ok(created.state.pid)
 }

@@ -82,14 +82,15 @@ impl CapabilitySets {
             set: "ambient",
             source,
         })?;
+        // The kernel raises an ambient capability only if it is in the
+        // permitted and inheritable sets. runc skips one it cannot raise
+        // with a warning, and engines rely on that: Podman's exec drops the
+        // inheritable set but keeps the spec's ambient list. Skipping it
+        // leaves the process with less, never more.
         for cap in only_supported(&self.ambient) {
-            caps::raise(None, CapSet::Ambient, cap).map_err(|source| {
-                SecurityError::Capabilities {
-                    action: "raise in",
-                    set: "ambient",
-                    source,
-                }
-            })?;
+            if let Err(error) = caps::raise(None, CapSet::Ambient, cap) {
+                tracing::warn!(capability = %cap, %error, "cannot raise the ambient capability; skipped (it is not in the inheritable and permitted sets)");
+            }
         }
         Ok(())
     }
