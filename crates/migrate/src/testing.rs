@@ -62,8 +62,9 @@ impl Dialer for MemDialer {
             tokio::spawn(async move {
                 let (mut a, mut b) = (far, relay_end);
                 tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
+                    biased;
                     _ = cut_rx => {}
+                    _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
                 }
             });
             self.cut.lock().unwrap().push(cut_tx);

@@ -812,3 +812,31 @@ fn the_destination_disk_filling_mid_transfer_rolls_back() {
     case.source_clean();
     let _ = std::fs::remove_file(work.join("filler"));
 }
+
+#[test]
+fn post_copy_with_a_failing_health_check_keeps_the_source() {
+    if !real("post_copy_with_a_failing_health_check_keeps_the_source") {
+        return;
+    }
+    // Every page may reach the destination before its health check fails:
+    // the destination then drops its copy and the source, stopped for the
+    // commit, continues — its CRIU must never take the lazy stream's end
+    // for "every page served".
+    let mut case = Case::new(
+        "fphealth",
+        Kind::Tree,
+        64,
+        &["--health-check", "failing=exit 1"],
+    );
+    let before = match &case.subject {
+        Subject::Tree(src) => src.tick(),
+        _ => unreachable!(),
+    };
+    let mut run = case.migrate("post-copy", &["--health-check", "failing"]);
+    let done = finish(&mut run, &case.what);
+    let line = assert_rolled_back(&done, &case.what);
+    assert!(line.contains("health check failed"), "{line}");
+    case.runs_on_source(Some(&before));
+    case.source_clean();
+    let _ = &mut case;
+}

@@ -17,6 +17,9 @@ use crate::transfer::{self, PumpOptions, Pumped, TransferError};
 pub(super) struct Lazy {
     done: tokio::sync::oneshot::Receiver<Result<(), PortError>>,
     pump: tokio::task::JoinHandle<Result<Pumped, TransferError>>,
+    /// Fired once the migration committed; dropped, the daemon's end of
+    /// stream can never go to the source in order.
+    committed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for Lazy {
@@ -199,8 +202,13 @@ async fn lazy_daemon(
         .map_err(TransferError::Local)?;
     let port = listener.local_addr().map_err(TransferError::Local)?.port();
     // The daemon's end of stream goes to the source in order only if the
-    // daemon succeeded (see `PumpOptions::eof_gate`).
+    // daemon succeeded and the migration committed (see
+    // `PumpOptions::eof_gate`): the daemon may fetch every page while the
+    // restored copy is still held, and the source's CRIU would kill the
+    // source on that end — before the commit, or after a failed health
+    // check, nothing would run anywhere.
     let (gate_tx, gate_rx) = tokio::sync::oneshot::channel();
+    let (committed_tx, committed_rx) = tokio::sync::oneshot::channel::<()>();
     let pump = tokio::spawn(async move {
         let (conn, _) = listener.accept().await.map_err(TransferError::Local)?;
         transfer::pump_with(
@@ -228,12 +236,15 @@ async fn lazy_daemon(
                         "its thread died",
                     ))
                 });
-                let _ = gate_tx.send(result.is_ok());
+                let ok = result.is_ok();
                 let _ = done_tx.send(result);
+                let committed = committed_rx.await.is_ok();
+                let _ = gate_tx.send(ok && committed);
             });
             Ok(Lazy {
                 done: done_rx,
                 pump,
+                committed: Some(committed_tx),
             })
         }
         Ok(Err(e)) => {
@@ -256,6 +267,10 @@ pub(super) async fn pages(
     mut lazy: Lazy,
     pid: u32,
 ) -> Result<(), SessionError> {
+    // Committed (and healthy): the daemon's end may reach the source.
+    if let Some(committed) = lazy.committed.take() {
+        let _ = committed.send(());
+    }
     let daemon = (&mut lazy.done).await.unwrap_or_else(|_| {
         Err(PortError::new(
             crate::port::Op::LazyPagesRun,

@@ -313,7 +313,11 @@ async fn the_link_cut_after_restored_rolls_back_or_ends_in_doubt() {
     // there, each outcome is one of the two documented ones.
     let lab = Lab::new(Script::default());
     let dialer = Arc::clone(&lab.dialer);
-    lab.fake.script.lock().unwrap().on_decide = Some(Hook(Arc::new(move |_| dialer.cut_link())));
+    lab.fake.script.lock().unwrap().on_decide = Some(Hook(Arc::new(move |_| {
+        dialer.cut_link();
+        // The restore ends after the link is surely gone.
+        std::thread::sleep(Duration::from_millis(100));
+    })));
     let result = lab.migrate(lab.request(Strategy::StopCopy)).await;
     match result {
         Err(e) if e.in_doubt().is_some() => {
@@ -469,4 +473,27 @@ async fn a_page_server_failing_is_reported_by_the_destination() {
         "{err}"
     );
     settles(&lab, Copy::Source).await;
+}
+
+#[tokio::test]
+async fn post_copy_with_a_failing_health_check_keeps_the_source_alive() {
+    // Every page may reach the destination before its health check fails:
+    // the daemon's orderly end must not reach the source's CRIU (which
+    // would take it for "every page served" and kill the source).
+    let lab = Lab::with_agent(Script::default(), |o| {
+        o.health_checks.insert("ready".into(), "exit 1".into());
+    });
+    let mut req = lab.request(Strategy::PostCopy);
+    req.health = Health::Named("ready".into());
+    let err = lab.migrate(req).await.unwrap_err();
+    assert!(
+        crate::source::chain(&err).contains("health check failed"),
+        "{err}"
+    );
+    settles(&lab, Copy::Source).await;
+    assert!(
+        !events(&lab).contains(&Ev::LazyServed),
+        "{:?}",
+        events(&lab)
+    );
 }
