@@ -722,6 +722,14 @@ pub(super) fn assert_in_doubt(done: &Finished, what: &str) -> (String, String) {
         .iter()
         .find(|q| q.contains("--resume"))
         .unwrap_or_else(|| panic!("{what}: {line}"));
+    // With --json the same, typed, on standard output.
+    if !done.stdout.trim().is_empty() {
+        let json: serde_json::Value = serde_json::from_str(done.stdout.trim())
+            .unwrap_or_else(|e| panic!("{what}: the failure is not JSON ({e}): {}", done.stdout));
+        assert_eq!(json["runs_on_source"], false, "{what}: {json}");
+        assert_eq!(json["in_doubt"]["resume"], *resume, "{what}: {json}");
+        assert_eq!(json["in_doubt"]["discard"], *discard, "{what}: {json}");
+    }
     ((*resume).to_owned(), (*discard).to_owned())
 }
 

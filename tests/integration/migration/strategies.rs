@@ -324,13 +324,20 @@ fn a_restore_failing_on_the_destination_rolls_back() {
     let pid = workload.pid();
     let before = workload.wait_tick(2, PATIENCE);
 
-    let mut run = lab.migrate(pid, &lab.agent_addr(), &lab.key, &[]);
+    let mut run = lab.migrate(pid, &lab.agent_addr(), &lab.key, &["--json"]);
     let done = finish(&mut run, "restore fails");
     let line = assert_rolled_back(&done, "restore fails");
     assert!(
         line.contains("restore failed on the destination"),
         "the cause reaches the user: {line}"
     );
+    // The report says the same, typed: CRIU's recognised failure on the
+    // destination travels to the source.
+    let report: serde_json::Value = serde_json::from_str(done.stdout.trim())
+        .unwrap_or_else(|e| panic!("restore fails: no JSON ({e}): {}", done.stdout));
+    assert_eq!(report["runs_on_source"], true, "{report}");
+    assert_eq!(report["known_failure"], "pid-in-use", "{report}");
+    assert!(report["in_doubt"].is_null(), "{report}");
     println!("restore fails: {line}");
     let after = continued(&state, &before);
     assert_eq!(after.checksum, before.checksum, "memory intact");

@@ -127,6 +127,10 @@ pub fn migrate(global: &Global, args: &MigrateArgs) -> anyhow::Result<ExitCode> 
     })?;
     observer.clear();
     if let Err(e) = &result {
+        if args.json {
+            // The failure as JSON too: what a script needs to act on.
+            println!("{}", failure_json(e));
+        }
         if let Some(doubt) = e.in_doubt() {
             eprintln!(
                 "crabmigrate: error: cannot migrate {what} to {}: {doubt}",
@@ -174,6 +178,26 @@ pub fn migrate(global: &Global, args: &MigrateArgs) -> anyhow::Result<ExitCode> 
         println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A failed migration as one JSON object: the error, whether the workload
+/// runs on the source (every failure but in doubt), a recognised CRIU
+/// failure of either host, and, in doubt, the session and the commands.
+fn failure_json(e: &source::MigrateError) -> serde_json::Value {
+    let doubt = e.in_doubt().map(|d| {
+        serde_json::json!({
+            "session": d.session,
+            "check": d.check,
+            "resume": d.resume,
+            "discard": d.discard,
+        })
+    });
+    serde_json::json!({
+        "error": source::chain(e),
+        "runs_on_source": doubt.is_none(),
+        "in_doubt": doubt,
+        "known_failure": e.known_failure(),
+    })
 }
 
 /// `crabmigrate recover`: lists in-doubt migrations, or ends one.

@@ -38,9 +38,17 @@ async fn data_stream(
     purpose: StreamPurpose,
 ) -> Result<crate::channel::SecureChannel, SessionError> {
     let streams = s.streams.as_mut().ok_or(SessionError::NoStream(purpose))?;
-    match tokio::time::timeout(deadlines::DATA_STREAM, streams.recv()).await {
-        Ok(Some((p, channel))) if p == purpose => Ok(channel),
-        _ => Err(SessionError::NoStream(purpose)),
+    // The control connection is watched meanwhile: a source that gave up
+    // or vanished ends the wait at once.
+    tokio::select! {
+        stream = tokio::time::timeout(deadlines::DATA_STREAM, streams.recv()) => match stream {
+            Ok(Some((p, channel))) if p == purpose => Ok(channel),
+            _ => Err(SessionError::NoStream(purpose)),
+        },
+        message = s.rx.recv_within(deadlines::DATA_STREAM) => match message {
+            Ok(other) => Err(unexpected("a data connection", other)),
+            Err(e) => Err(e.into()),
+        },
     }
 }
 

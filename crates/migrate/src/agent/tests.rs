@@ -431,3 +431,79 @@ async fn too_many_connections_from_one_address_are_dropped_before_the_greeting()
     drop(held);
     serving.abort();
 }
+
+/// Prepared for a container and past the CPU check.
+async fn container_prepared(lab: &Lab) -> Client {
+    let mut c = client(lab).await;
+    c.hello().await;
+    c.send(Body::Prepare(Prepare {
+        workload: WorkloadKind::Container as i32,
+        id: "web1".into(),
+        ..prepare(WireStrategy::StopCopy)
+    }))
+    .await;
+    assert_eq!(c.recv().await, Ack::of(Step::Prepare));
+    c.file("cpuinfo.img", b"cpu", 3).await;
+    assert_eq!(c.recv().await, Ack::of(Step::Cpuinfo));
+    c
+}
+
+#[tokio::test]
+async fn a_container_bundle_is_checked_and_its_tree_guarded_before_the_ack() {
+    let lab = Lab::new(Script::default());
+    let mut c = container_prepared(&lab).await;
+    c.file("config.json", b"{}", 2).await;
+    assert_eq!(c.recv().await, Ack::of(Step::Bundle));
+    let events = lab.fake.world().events.clone();
+    let armed = events.iter().position(|e| *e == Ev::WatchdogArmed);
+    assert!(
+        armed.is_some(),
+        "the watchdog is armed before the ack: {events:?}"
+    );
+    let bundle = lab.agent_dir().join(BUNDLES).join("web1");
+    assert!(bundle
+        .join(crabmigrate_runtime::container::OWNED_BUNDLE_MARKER)
+        .is_file());
+    // A second migration of the same ID meanwhile is refused.
+    let mut other = client(&lab).await;
+    other.hello().await;
+    other
+        .send(Body::Prepare(Prepare {
+            session: "00112233445566bb".into(),
+            workload: WorkloadKind::Container as i32,
+            id: "web1".into(),
+            ..prepare(WireStrategy::StopCopy)
+        }))
+        .await;
+    other.refused(Step::Prepare, "already under way").await;
+    drop(c);
+    lab.agent_settles().await;
+    let gone = async {
+        while bundle.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gone)
+        .await
+        .unwrap();
+    assert!(
+        lab.fake.world().events.contains(&Ev::WatchdogFired),
+        "a dropped session's watchdog fires"
+    );
+}
+
+#[tokio::test]
+async fn a_bundle_this_host_cannot_run_is_refused_before_the_freeze() {
+    let lab = Lab::new(Script {
+        bundle_fails: true,
+        ..Default::default()
+    });
+    let mut c = container_prepared(&lab).await;
+    c.file("config.json", b"{}", 2).await;
+    c.refused(Step::Bundle, "bind mount source").await;
+    lab.agent_settles().await;
+    assert!(
+        !lab.fake.world().events.contains(&Ev::WatchdogArmed),
+        "nothing guarded, nothing to guard"
+    );
+}
