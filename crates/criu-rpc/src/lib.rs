@@ -52,7 +52,7 @@ mod cancel;
 mod client;
 mod dump;
 mod error;
-mod failure;
+pub mod failure;
 mod features;
 mod images_requests;
 mod launcher;
