@@ -211,7 +211,7 @@ impl KnownFailure {
                 "start the page server first (crabmigrate page-server --images-dir DIR --port PORT on the receiving host) and check HOST:PORT and the firewall; the workload keeps running"
             }
             Self::TerminalOutsideTree => {
-                "start the workload with its stdio redirected (</dev/null >FILE 2>&1), or checkpoint and restore it as a shell job (--shell-job); crabmigrate hands over only a terminal on standard input, output or error of the tree's root"
+                "start the workload with its stdio redirected (</dev/null >FILE 2>&1), or checkpoint and restore it as a shell job (--shell-job)"
             }
             Self::TerminalNotGiven => {
                 "run restore from a terminal (its standard input, output or error must be a terminal): the restored tree gets that terminal in place of the one it had"
