@@ -38,3 +38,6 @@ mod process_cr;
 mod pty;
 /// The RPC schema and client against a real `criu swrk`.
 mod rpc;
+/// Trees whose stdio is the caller's terminal: checkpointed with the
+/// terminal left outside, restored onto the restorer's terminal.
+mod terminals;

@@ -7,6 +7,7 @@ pub mod container;
 pub mod host;
 pub mod spec;
 pub mod state;
+pub mod terminals;
 
 /// The CRIU client this crate is built on, re-exported so callers use the
 /// matching version.

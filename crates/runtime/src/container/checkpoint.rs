@@ -11,6 +11,9 @@
 //! - `descriptors.json` in the images records the init's stdio, for restore;
 //! - a container with a terminal is dumped as a shell job: the pty master
 //!   is outside the container;
+//! - any other terminal a process of the container holds without its
+//!   master (stderr left on the caller's terminal by `run -d`) is external
+//!   and recorded for restore (see [`crate::terminals`]);
 //! - the `org.criu.config` annotation names a CRIU configuration file.
 
 use std::os::fd::{AsFd, BorrowedFd};
@@ -156,6 +159,15 @@ pub fn checkpoint(
         ..Default::default()
     };
     options.external.extend(opts.external.iter().cloned());
+    if !options.shell_job {
+        let terminals = crate::terminals::find(&crate::terminals::tree_pids(state.pid));
+        crate::terminals::record(&opts.images_dir, &terminals).map_err(|e| {
+            CheckpointError::Io("write", opts.images_dir.join(crate::terminals::RECORD), e)
+        })?;
+        options
+            .external
+            .extend(terminals.iter().map(crate::terminals::ExternalTerminal::external));
+    }
     options.cgroups.mode = Some(opts.manage_cgroups_mode.unwrap_or(CgroupMode::Soft));
     // Freezing through the cgroup is atomic for the whole container; a
     // container paused beforehand is already frozen there.

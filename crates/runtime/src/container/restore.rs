@@ -12,7 +12,8 @@
 //!   `cg_root` points the restored tree at the new cgroup: per v1
 //!   controller, plus a default root for the v2 hierarchy.
 //! - Pipes among the init's stdio (`descriptors.json`) are replaced with
-//!   crabmigrate's own stdio through inherit-fd.
+//!   crabmigrate's own stdio through inherit-fd, and so are the terminals
+//!   the checkpoint left outside (see [`crate::terminals`]).
 //! - The restored init is the caller's child (rst_sibling).
 //! - Notifications: setup-namespaces runs the prestart and createRuntime
 //!   hooks with the new pid, post-restore records it, orphan-pts-master goes
@@ -99,6 +100,8 @@ pub enum RestoreError {
     Console(PathBuf, #[source] io::Error),
     #[error("process.terminal is set, so --console-socket is required to receive the restored terminal (as with runc)")]
     NoConsoleSocket,
+    #[error(transparent)]
+    Terminal(#[from] crate::terminals::TerminalError),
 }
 
 /// Restores container `id` from `opts.images_dir` with `opts.bundle`.
@@ -137,6 +140,9 @@ pub fn restore(
     if super::checkpoint::has_terminal(&bundle) && opts.console_socket.is_none() {
         return Err(RestoreError::NoConsoleSocket);
     }
+    // Checked before anything is created: the terminals the checkpoint
+    // left outside need one of ours in their place.
+    let terminals = crate::terminals::stand_ins(&crate::terminals::load(&opts.images_dir)?)?;
     let dir = match &previous {
         Some(_) => root.container_dir(id),
         None => root.create_dir(id)?,
@@ -230,7 +236,7 @@ pub fn restore(
             });
         }
     }
-    for (key, fd) in &stdio {
+    for (key, fd) in stdio.iter().chain(&terminals) {
         o.inherit_fds.push(InheritFd { key, fd: *fd });
     }
 
