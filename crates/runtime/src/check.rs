@@ -95,8 +95,11 @@ pub struct HostFacts {
 pub struct Verdicts {
     /// Checkpoint and restore of a process tree or container.
     pub checkpoint_restore: Verdict,
-    /// Iterative pre-copy through CRIU's memory tracking (pre-dump). Live
-    /// migration's pre-copy does not need it (content-hashed rounds).
+    /// CRIU's pre-dump (memory copied while the tree runs, through the
+    /// kernel's soft-dirty tracking). Named `pre_dump` in JSON, as `check`
+    /// prints it: live migration's pre-copy does not need it
+    /// (content-hashed rounds).
+    #[serde(rename = "pre_dump")]
     pub pre_copy: Verdict,
     /// Post-copy: restore first, pages on demand (lazy pages).
     pub post_copy: Verdict,
@@ -233,10 +236,17 @@ fn judge(
     kernel: &KernelFacts,
     host: &HostFacts,
 ) -> Verdicts {
-    let checkpoint_restore = if let Some(error) = &criu.error {
+    // Privilege first: without it CRIU refuses to start at all, and its
+    // refusal must not read as a missing CRIU.
+    let checkpoint_restore = if !host.privilege.root && !host.privilege.cap_checkpoint_restore {
+        Verdict::no(
+            "not running as root and without CAP_CHECKPOINT_RESTORE",
+            "run crabmigrate as root (sudo crabmigrate check)",
+        )
+    } else if let Some(error) = &criu.error {
         Verdict::no(
             format!("CRIU at {} does not answer: {error}", criu.path.display()),
-            format!("{SETUP} to install CRIU 4.1.1, or pass --criu PATH"),
+            format!("{SETUP} to install a working CRIU, or pass --criu PATH"),
         )
     } else if !criu.supported {
         Verdict::no(
@@ -245,12 +255,7 @@ fn judge(
                 criu.version.as_deref().unwrap_or("?"),
                 criu.path.display()
             ),
-            format!("{SETUP} to install CRIU 4.1.1 into a private prefix, or pass --criu PATH"),
-        )
-    } else if !host.privilege.root && !host.privilege.cap_checkpoint_restore {
-        Verdict::no(
-            "not running as root and without CAP_CHECKPOINT_RESTORE",
-            "run crabmigrate as root",
+            format!("{SETUP} to install a newer CRIU into a private prefix, or pass --criu PATH"),
         )
     } else if let Some(probe) = kernel.criu_check.as_ref().filter(|p| !p.ok) {
         Verdict::no(
@@ -422,6 +427,23 @@ mod tests {
             );
             assert!(verdict.fix.as_deref().unwrap().contains("scripts/setup.sh"));
         }
+    }
+
+    #[test]
+    fn without_privilege_the_cause_is_privilege_not_a_missing_criu() {
+        let (mut criu, features, kernel, mut host) = this_machine();
+        // What a non-root check sees: CRIU refuses to start.
+        criu.error = Some("CRIU exited with status 1 before answering".into());
+        criu.version = None;
+        criu.supported = false;
+        host.privilege.root = false;
+        host.privilege.cap_checkpoint_restore = false;
+        let v = judge(&criu, Some(&features), &kernel, &host);
+        assert!(!v.checkpoint_restore.available);
+        let reason = v.checkpoint_restore.reason.as_deref().unwrap();
+        assert!(reason.contains("not running as root"), "{reason}");
+        let fix = v.checkpoint_restore.fix.as_deref().unwrap();
+        assert!(fix.contains("as root") && !fix.contains("setup.sh"), "{fix}");
     }
 
     #[test]
