@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("crabmigrate: error: {}", chain(&err));
+            eprintln!("crabmigrate: error: {}", commands::escape(&chain(&err)));
             ExitCode::FAILURE
         }
     }

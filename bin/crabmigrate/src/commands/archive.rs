@@ -47,7 +47,7 @@ pub fn export(global: &Global, args: &ExportArgs) -> anyhow::Result<ExitCode> {
     let exported = archive::export(&opts, &args.output, &mut Bar::new("export"))
         .with_context(|| format!("cannot export {what}"))?;
     for w in &exported.warnings {
-        eprintln!("crabmigrate: warning: {w}");
+        super::warn(w);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&exported)?);

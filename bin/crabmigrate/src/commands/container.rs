@@ -31,7 +31,7 @@ fn create_container(global: &Global, args: &CreateArgs) -> anyhow::Result<u32> {
     )
     .with_context(|| format!("cannot create container {}", args.id))?;
     for warning in &created.warnings {
-        eprintln!("crabmigrate: warning: {warning}");
+        super::warn(warning);
     }
     Ok(created.state.pid)
 }

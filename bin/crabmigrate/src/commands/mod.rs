@@ -9,6 +9,7 @@ mod inspect;
 mod migrate;
 mod page_server;
 mod restore;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -52,6 +53,33 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `text` fit for one line on a terminal: control characters (escape
+/// sequences, newlines, C1 controls) and invisible bidirectional overrides
+/// are written as `\u{..}` escapes, so bytes a user or a file supplied
+/// cannot move the cursor, recolour the terminal or split the line.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Prints a warning on stderr, escaped like errors.
+pub fn warn(text: &str) {
+    eprintln!("crabmigrate: warning: {}", escape(text));
+}
+
 /// The CRIU client for `--criu`, the environment, the prefix or PATH.
 pub fn criu(global: &Global) -> anyhow::Result<Criu> {
     let binary = CriuBinary::locate(global.criu.as_deref()).context("cannot find CRIU")?;
@@ -61,4 +89,16 @@ pub fn criu(global: &Global) -> anyhow::Result<Criu> {
 /// The container state root from `--root`.
 pub fn state_root(global: &Global) -> crabmigrate_runtime::state::StateRoot {
     crabmigrate_runtime::state::StateRoot::new(&global.root)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escape_keeps_text_and_neutralises_controls() {
+        assert_eq!(super::escape("cannot open /tmp/a b: é"), "cannot open /tmp/a b: é");
+        assert_eq!(
+            super::escape("x\u{1b}[31mred\nline\u{202e}"),
+            "x\\u{1b}[31mred\\u{a}line\\u{202e}"
+        );
+    }
 }
