@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Provision a machine for crabmigrate: a working CRIU >= 4.0, the distribution tools
-# the tests use, and a pipe size limit large enough for lazy (post-copy) migration.
-# Idempotent: a second run on a provisioned machine needs no network.
+# Provision a machine for crabmigrate: a working CRIU >= 4.2 that can dump sockets, the
+# distribution tools the tests use, and a pipe size limit large enough for lazy (post-copy)
+# migration. Idempotent: a second run on a provisioned machine needs no network.
 set -euo pipefail
 
 usage() {
@@ -9,10 +9,13 @@ usage() {
 Usage: sudo scripts/setup.sh [--quiet] [--help]
 
 Provisions this machine (Debian/Ubuntu, run as root) for crabmigrate:
-  - CRIU >= 4.0 that passes `criu check`: the one on PATH if good, otherwise Debian
-    trixie's criu and the libraries it links, unpacked into a private prefix and run
-    through the prefix's own loader (the system C library is not touched)
-  - iptables iproute2 busybox-static util-linux procps runc (only those missing)
+  - CRIU >= 4.2 that passes `criu check` and dumps a process holding TCP and UDP sockets:
+    the one on PATH if it does, otherwise the first Debian suite (trixie, trixie-backports,
+    forky, sid: newest stable first) whose criu does, unpacked with the libraries apt
+    resolves for it into a private prefix and run through the prefix's own loader (the
+    system C library is not touched)
+  - iptables iproute2 busybox-static util-linux procps runc containernetworking-plugins
+    (only those missing)
   - fs.pipe-max-size >= 4194304 (persisted in /etc/sysctl.d/60-crabmigrate.conf)
 The last line printed is the CRIU binary crabmigrate will use.
 
@@ -21,6 +24,8 @@ The last line printed is the CRIU binary crabmigrate will use.
 Environment:
   CRABMIGRATE_PREFIX          private CRIU prefix (default /opt/crabmigrate/criu)
   CRABMIGRATE_DEBIAN_MIRROR   Debian mirror (default http://deb.debian.org/debian)
+  CRABMIGRATE_CRIU_SUITES     suites to try, in order (default "trixie trixie-backports
+                              forky sid")
   CRABMIGRATE_CRIU_ON_PATH=1  also link /usr/local/sbin/criu to the private CRIU
                               (runc looks for `criu` on PATH)
 EOF
@@ -43,14 +48,12 @@ LIBDIRS="$PREFIX/usr/lib/x86_64-linux-gnu:$PREFIX/lib/x86_64-linux-gnu"
 LOADER="$PREFIX/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 STAMP="$PREFIX/.crabmigrate-complete"
 MARKER=.crabmigrate-prefix  # marks a directory this script may replace wholesale
-DISTRO_PKGS=(iptables iproute2 busybox-static util-linux procps runc)
-CRIU_PKGS=(criu libcompel1 libc6 libgnutls30t64 libnettle8t64 libhogweed6t64 libp11-kit0
-    libunistring5 libnftables1 libprotobuf-c1 libnl-3-200 libnet1 libbsd0 libuuid1 libgmp10
-    libidn2-0 libtasn1-6 libjansson4 libxtables12 libmnl0 libnftnl11 libffi8 libmd0 libedit2
-    libbpf1 libelf1t64 zlib1g libzstd1 libtinfo6 libgcc-s1 libcap2)
+CRIU_MIN=4.2               # 4.1 cannot dump inet sockets on Linux >= 6.16 (SO_PASSCRED)
+read -r -a SUITES <<<"${CRABMIGRATE_CRIU_SUITES:-trixie trixie-backports forky sid}"
+DISTRO_PKGS=(iptables iproute2 busybox-static util-linux procps runc containernetworking-plugins)
 export DEBIAN_FRONTEND=noninteractive
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"   # sudo/su may drop the sbin dirs
-LOG=""; WORK=""; CRIU=""; CRIU_VERSION=""; WHY=""; APT_UPDATED=0
+LOG=""; WORK=""; CRIU=""; CRIU_VERSION=""; WHY=""; WON=""; APT_UPDATED=0
 
 say() { [[ $QUIET == 1 ]] || echo "$*"; }
 die() {  # one line; keeps the log (if anything was logged) and names it
@@ -62,15 +65,19 @@ logged() { "$@" >>"$LOG" 2>&1; }
 cleanup() { [[ -z $WORK ]] || rm -rf -- "$WORK"; }
 trap cleanup EXIT
 
-# criu_version BIN: true if BIN runs and is CRIU >= 4.0. Sets CRIU_VERSION, WHY.
+# at_least VERSION MIN: true if the dotted VERSION (4.2.1, 4.2.1-1) is MIN or newer.
+at_least() {
+    [[ $(printf '%s\n%s\n' "$2" "${1%%-*}" | sort -V | head -n1) == "$2" ]]
+}
+
+# criu_version BIN: true if BIN runs and is CRIU >= $CRIU_MIN. Sets CRIU_VERSION, WHY.
 criu_version() {
-    local major
     [[ -x $1 ]] || { WHY="$1 missing"; return 1; }
     CRIU_VERSION=$("$1" --version 2>/dev/null | sed -n 's/^Version: *//p' || true)
     [[ -n $CRIU_VERSION ]] || { WHY="'$1 --version' failed"; return 1; }
-    major=${CRIU_VERSION%%.*}
-    [[ $major =~ ^[0-9]+$ ]] && (( major >= 4 )) && return 0
-    WHY="version $CRIU_VERSION, need >= 4.0"; return 1
+    at_least "$CRIU_VERSION" "$CRIU_MIN" && return 0
+    WHY="version $CRIU_VERSION, need >= $CRIU_MIN (older ones cannot dump TCP/UDP sockets on Linux >= 6.16)"
+    return 1
 }
 
 # criu_check BIN: true if `BIN check` says "Looks good.". Sets WHY.
@@ -81,6 +88,48 @@ criu_check() {
     grep -q 'Looks good\.' <<<"$out" && return 0
     # the RLIMIT_NOFILE complaint is printed on every run and means nothing here
     WHY="criu check: $(grep -v -e RLIMIT_NOFILE -e '^$' <<<"$out" | tail -n1)"; return 1
+}
+
+# socket_probe BIN: true if BIN dumps (with --tcp-established) a throwaway tree holding a
+# TCP listener, an established loopback connection (both ends) and a UDP socket. Everything
+# runs in a private network namespace that vanishes afterwards, taking CRIU's network lock
+# rules with it; the images go to a temporary directory. Sets WHY.
+socket_probe() {
+    local criu=$1 dir out rc
+    dir=$(mktemp -d /tmp/crabmigrate-socket-probe.XXXXXX)
+    # 9>&-: the setup lock must not reach the tree (CRIU refuses to dump file locks)
+    out=$(unshare --net --fork --kill-child -- bash -s "$criu" "$dir" 2>&1 9>&- <<'PROBE'
+criu=$1 dir=$2
+ip link set lo up || { echo "cannot bring up loopback in a new network namespace"; exit 1; }
+# The tree: a shell that connects to a busybox echo listener, sends a line and reads it
+# back, opens a UDP socket, then becomes `sleep` holding both; nc's child holds the
+# accepted end.
+setsid bash -c '
+    busybox nc -ll -p 7070 -e cat </dev/null >/dev/null 2>&1 &
+    for _ in $(seq 200); do { exec 3<>/dev/tcp/127.0.0.1/7070; } 2>/dev/null && break; sleep 0.02; done
+    exec 4<>/dev/udp/127.0.0.1/7071
+    echo ping >&3 && read -r -t 5 -u 3 reply && [ "$reply" = ping ] || exit 1
+    exec sleep 600' </dev/null >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 250); do
+    [[ $(readlink /proc/$pid/exe 2>/dev/null) == */sleep ]] && break; sleep 0.02
+done
+[[ $(readlink /proc/$pid/exe 2>/dev/null) == */sleep ]] || { echo "the probe's echo exchange did not finish"; exit 1; }
+"$criu" dump --no-default-config -t "$pid" -D "$dir" -o dump.log -v2 --tcp-established
+rc=$?
+{ kill -KILL -- "-$pid"; wait "$pid"; } 2>/dev/null
+if (( rc != 0 )); then
+    grep -v RLIMIT_NOFILE "$dir/dump.log" | grep -m1 -E 'Error|rror \(' || echo "criu dump exited with $rc"
+fi
+exit "$rc"
+PROBE
+    )
+    rc=$?
+    [[ -z $LOG ]] || printf '%s socket probe (exit %s):\n%s\n' "$criu" "$rc" "$out" >>"$LOG"
+    rm -rf -- "$dir"
+    (( rc == 0 )) && return 0
+    WHY="cannot dump a process holding TCP/UDP sockets: $(tail -n1 <<<"${out:-no output}")"
+    return 1
 }
 
 # libs_in_prefix ROOT: every library criu links resolves, and inside ROOT.
@@ -149,87 +198,108 @@ ensure_pipe_size() {
     fi
 }
 
-# Download trixie's criu and the libraries it links with a private apt configuration
-# (no trixie source is ever seen by the system's apt), unpack them into a staging dir,
-# check them, and only then move the staging dir into place.
+# try_suite SUITE: download SUITE's criu with the dependency closure apt computes against an
+# empty dpkg status (so no package list is kept by hand), unpack it into a staging dir and
+# keep it if it passes `criu check` and the socket probe. Sets WHY when it does not.
+# Uses a private, temporary apt configuration: the system's apt never sees SUITE.
+try_suite() {
+    local suite=$1 apt=$WORK/apt-$1 stage=$WORK/stage-$1 opts cand deb loader libdirs
+    mkdir -p "$apt/sources.d" "$apt/empty" "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/state" "$stage"
+    : >"$apt/state/status"
+    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n' \
+        "$MIRROR" "$suite" "$KEYRING" >"$apt/sources.d/$suite.sources"   # deb822: *.sources
+    opts=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt/sources.d"
+        -o Dir::Etc::Preferences=/dev/null -o "Dir::Etc::PreferencesParts=$apt/empty"
+        -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache"
+        -o "Dir::State::status=$apt/state/status" -o "Dir::State::extended_states=$apt/state/extended"
+        -o "Dir::Log=$apt/log" -o APT::Sandbox::User=root -o Debug::NoLocking=1
+        -o APT::Install-Recommends=false -o APT::Get::Download-Only=true)
+    if ! logged apt-get "${opts[@]}" -o APT::Update::Error-Mode=any update; then
+        grep -q NO_PUBKEY "$LOG" && { WHY="$KEYRING lacks $suite's key (apt-get install --only-upgrade debian-archive-keyring)"; return 1; }
+        WHY="cannot fetch $suite's package lists from $MIRROR"; return 1
+    fi
+    cand=$(apt-cache "${opts[@]}" policy criu 2>>"$LOG" | sed -n 's/^ *Candidate: *//p')
+    [[ -n $cand && $cand != '(none)' ]] || { WHY="no criu package in $suite"; return 1; }
+    at_least "$cand" "$CRIU_MIN" || { WHY="$suite has criu $cand, need >= $CRIU_MIN"; return 1; }
+    say "criu: trying $suite's criu $cand"
+    logged apt-get "${opts[@]}" -y install criu ||
+        { WHY="apt-get could not download criu $cand and its dependencies from $suite"; return 1; }
+    for deb in "$apt"/cache/archives/*.deb; do
+        dpkg -x "$deb" "$stage"
+        printf '%s=%s\n' "$(dpkg-deb -f "$deb" Package)" "$(dpkg-deb -f "$deb" Version)" >>"$WORK/packages-$suite"
+    done
+    libs_in_prefix "$stage" || { WHY="$suite's criu does not load from the prefix: $WHY"; return 1; }
+    # Tried in place in the staging dir; the final wrapper points at $PREFIX.
+    loader=$stage/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+    libdirs=$stage/usr/lib/x86_64-linux-gnu:$stage/lib/x86_64-linux-gnu
+    mkdir -p "$stage/bin"
+    printf '#!/bin/sh\nexec "%s" --library-path "%s" "%s" "$@"\n' "$loader" "$libdirs" "$stage/usr/sbin/criu" >"$stage/bin/criu"
+    chmod 755 "$stage/bin/criu"
+    criu_version "$stage/bin/criu" && criu_check "$stage/bin/criu" && socket_probe "$stage/bin/criu" ||
+        { WHY="$suite's criu $cand: $WHY"; return 1; }
+    # --library-path, not LD_LIBRARY_PATH: programs CRIU runs (iptables-restore, ip) must
+    # keep using the system's own libraries.
+    printf '#!/bin/sh\nexec "%s" --library-path "%s" "%s" "$@"\n' "$LOADER" "$LIBDIRS" "$PREFIX/usr/sbin/criu" >"$stage/bin/criu"
+    touch "$stage/$MARKER"
+    { printf 'suite=%s\nversion=%s\n' "$suite" "$cand"; cat "$WORK/packages-$suite"; } >"$WORK/stamp"
+    WON=$suite
+}
+
+# Tries each suite in order and moves the first that works into $PREFIX.
 install_private_criu() {
-    local parent apt deb stamp=() opts
+    local parent suite why=()
     [[ $(uname -m) == x86_64 ]] ||
-        die "the private CRIU prefix supports x86_64 only (this is $(uname -m)); install CRIU >= 4.0 from your distribution"
+        die "the private CRIU prefix supports x86_64 only (this is $(uname -m)); install CRIU >= $CRIU_MIN from your distribution"
     [[ -r $KEYRING ]] || die "missing $KEYRING: apt-get install debian-archive-keyring"
     if [[ -e $PREFIX && ! -e $PREFIX/$MARKER && -n "$(ls -A "$PREFIX")" ]]; then
         die "refusing to replace $PREFIX: not made by this script; set CRABMIGRATE_PREFIX elsewhere"
     fi
     parent=$(dirname "$PREFIX"); mkdir -p "$parent"
     WORK=$(mktemp -d "$parent/.criu-setup.XXXXXX")   # same filesystem: the final mv is a rename
-    apt=$WORK/apt
-    mkdir -p "$apt/sources.d" "$apt/empty" "$apt/lists/partial" "$apt/cache/archives/partial" \
-        "$WORK/debs" "$WORK/stage"
-    printf 'Types: deb\nURIs: %s\nSuites: trixie\nComponents: main\nSigned-By: %s\n' \
-        "$MIRROR" "$KEYRING" >"$apt/sources.d/trixie.sources"   # deb822 needs *.sources in SourceParts
-    opts=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt/sources.d"
-        -o Dir::Etc::Preferences=/dev/null -o "Dir::Etc::PreferencesParts=$apt/empty"
-        -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache"
-        -o Dir::State::status=/var/lib/dpkg/status -o APT::Sandbox::User=root)
-
-    say "criu: downloading Debian trixie's criu and ${#CRIU_PKGS[@]} packages from $MIRROR"
-    if ! logged apt-get "${opts[@]}" -o APT::Update::Error-Mode=any update; then
-        grep -q NO_PUBKEY "$LOG" && die "$KEYRING lacks trixie's key: apt-get install --only-upgrade debian-archive-keyring"
-        die "cannot fetch trixie package lists from $MIRROR (apt-get update failed): check network access or set CRABMIGRATE_DEBIAN_MIRROR"
-    fi
-    (cd "$WORK/debs" && logged apt-get "${opts[@]}" download "${CRIU_PKGS[@]}") ||
-        die "apt-get download from $MIRROR failed: check network access or set CRABMIGRATE_DEBIAN_MIRROR"
-
-    for deb in "$WORK"/debs/*.deb; do
-        dpkg -x "$deb" "$WORK/stage"
-        stamp+=("$(dpkg-deb -f "$deb" Package)=$(dpkg-deb -f "$deb" Version)")
+    WON=""
+    for suite in "${SUITES[@]}"; do
+        if try_suite "$suite"; then break; fi
+        say "criu: $WHY"; why+=("$WHY")
     done
-    libs_in_prefix "$WORK/stage" || die "unpacked CRIU is incomplete ($WHY): the package list in setup.sh needs updating"
-    mkdir -p "$WORK/stage/bin"
-    # --library-path, not LD_LIBRARY_PATH: programs CRIU runs (iptables-restore, ip)
-    # must keep using the system's own libraries.
-    printf '#!/bin/sh\nexec "%s" --library-path "%s" "%s" "$@"\n' \
-        "$LOADER" "$LIBDIRS" "$PREFIX/usr/sbin/criu" >"$WORK/stage/bin/criu"
-    chmod 755 "$WORK/stage/bin/criu"
-    touch "$WORK/stage/$MARKER"
-    printf '%s\n' "${stamp[@]}" >"$WORK/stamp"
-
-    # The stamp is written only after `criu check` passes in place (see ensure_criu),
-    # so an interrupted run never leaves a prefix that looks complete.
+    [[ -n $WON ]] || die "no Debian suite gave a working CRIU >= $CRIU_MIN ($(IFS=';'; echo "${why[*]}")); check network access to $MIRROR or install CRIU >= $CRIU_MIN on PATH"
+    # The stamp is written only after `criu check` passes in place (see ensure_criu), so an
+    # interrupted run never leaves a prefix that looks complete.
     [[ ! -e $PREFIX ]] || mv -- "$PREFIX" "$WORK/old"
-    mv -- "$WORK/stage" "$PREFIX"
+    mv -- "$WORK/stage-$WON" "$PREFIX"
 }
 
 ensure_criu() {
     local cand
-    # 1. Our private prefix, when a previous run completed it and its files are intact.
-    #    A failing `criu check` then is about this machine, and reinstalling won't help
-    #    (e.g. in a network namespace whose loopback is down, kerndat fails).
+    # 1. Our private prefix, when a previous run completed it, its files are intact and its
+    #    CRIU is new enough. A failing `criu check` then is about this machine, and
+    #    reinstalling won't help (e.g. in a network namespace whose loopback is down).
     if [[ -e $STAMP ]]; then
         if libs_in_prefix "$PREFIX" && criu_version "$PREFIX/bin/criu"; then
             criu_check "$PREFIX/bin/criu" ||
                 die "$PREFIX/bin/criu is installed but fails ($WHY): run '$PREFIX/bin/criu check' to see why"
-            CRIU=$PREFIX/bin/criu; say "criu: using $CRIU ($CRIU_VERSION)"; return
+            CRIU=$PREFIX/bin/criu
+            say "criu: using $CRIU ($CRIU_VERSION, $(sed -n 's/^suite=//p' "$STAMP" | grep . || echo 'suite not recorded'))"
+            return
         fi
-        say "criu: $PREFIX is broken ($WHY); reinstalling"
+        say "criu: replacing $PREFIX ($WHY)"
         rm -f -- "$STAMP"
     fi
-    # 2. A CRIU on PATH (e.g. the distribution's, on Debian 13 or newer).
+    # 2. A CRIU on PATH (e.g. the distribution's), used as is when new enough and working.
     cand=$(command -v criu || true)
     if [[ -n $cand && $(readlink -f "$cand") != "$PREFIX"/* ]]; then
-        if criu_version "$cand" && criu_check "$cand"; then
+        if criu_version "$cand" && criu_check "$cand" && socket_probe "$cand"; then
             CRIU=$cand; say "criu: using $CRIU ($CRIU_VERSION, from PATH)"; return
         fi
         say "criu: ignoring $cand ($WHY)"
     fi
-    # 3. Install Debian trixie's CRIU into the private prefix.
+    # 3. The first Debian suite whose CRIU works, in the private prefix.
     command -v apt-get >/dev/null ||
-        die "no usable CRIU >= 4.0 and no apt-get: install CRIU >= 4.0 (criu check must say 'Looks good.') on PATH"
+        die "no usable CRIU >= $CRIU_MIN and no apt-get: install CRIU >= $CRIU_MIN (criu check must say 'Looks good.') on PATH"
     install_private_criu
     { criu_version "$PREFIX/bin/criu" && criu_check "$PREFIX/bin/criu"; } ||
         die "$PREFIX/bin/criu fails after install ($WHY): run '$PREFIX/bin/criu check' to see why"
     mv -- "$WORK/stamp" "$STAMP"
-    CRIU=$PREFIX/bin/criu; say "criu: installed $CRIU ($CRIU_VERSION)"
+    CRIU=$PREFIX/bin/criu; say "criu: installed $CRIU ($CRIU_VERSION from Debian $WON)"
 }
 
 # Opt-in only: runc finds CRIU on PATH, crabmigrate does not need it there.

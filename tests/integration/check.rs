@@ -26,6 +26,12 @@ fn check_json_reports_this_hosts_capabilities() {
     let why = verdicts["pre_dump"]["reason"].as_str().unwrap();
     assert!(why.contains("dirty-page tracking"), "{why}");
     assert_eq!(verdicts["post_copy"]["available"], true, "{verdicts}");
+    // The socket probe dumped a TCP listener, an established connection and
+    // a UDP socket for real (CI provisions CRIU 4.2).
+    assert_eq!(verdicts["sockets"]["available"], true, "{verdicts}");
+    assert_eq!(report["sockets"]["probe"]["ok"], true, "{report}");
+    assert!(verdicts["checkpoint_restore"].get("limitation").is_none());
+    assert_eq!(report["sockets"]["network_lock"]["method"], "iptables");
 
     // Facts taken from CRIU's answers, not from what we asked.
     assert_eq!(report["features"]["mem_track"], false);
@@ -49,7 +55,9 @@ fn check_human_report_names_every_capability() {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     for needle in [
-        "checkpoint/restore  yes",
+        "checkpoint/restore  yes\n",
+        "TCP/UDP sockets     yes",
+        "network lock        iptables",
         "pre-dump            no",
         "post-copy           yes",
         "page server         yes",

@@ -174,7 +174,13 @@ fn a_detached_container_with_stderr_on_the_terminal_checkpoints_and_restores() {
     // README: run -d with stdin and stdout redirected, stderr on the
     // terminal.
     let status = rt
-        .command(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id])
+        .command(&[
+            "run",
+            "-d",
+            "--bundle",
+            bundle.path().to_str().unwrap(),
+            &id,
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(first.stdio())

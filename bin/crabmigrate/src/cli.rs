@@ -114,6 +114,10 @@ pub enum Command {
     Export(ExportArgs),
     /// Check a checkpoint archive and extract it into an images directory
     Import(ImportArgs),
+    /// Internal: the process `check` dumps to find out whether CRIU handles
+    /// TCP and UDP sockets
+    #[command(name = "__hold-sockets", hide = true)]
+    HoldSockets,
 }
 
 /// Flags that select and shape the dumped tree (checkpoint and pre-dump).
@@ -135,9 +139,14 @@ pub struct DumpArgs {
     /// Send the pages to a page server instead of writing them
     #[arg(long, value_name = "HOST:PORT")]
     pub page_server: Option<String>,
-    /// Checkpoint established TCP connections
-    #[arg(long)]
+    /// Checkpoint established TCP connections (restore with
+    /// --tcp-established too); CRIU locks the network meanwhile
+    #[arg(long, conflicts_with = "tcp_close")]
     pub tcp_established: bool,
+    /// Dump established TCP connections without their state; they are
+    /// restored closed (restore with --tcp-close too)
+    #[arg(long)]
+    pub tcp_close: bool,
     /// Skip TCP connections that are half open
     #[arg(long)]
     pub tcp_skip_in_flight: bool,
@@ -153,7 +162,9 @@ pub struct DumpArgs {
     /// Allow open files that were deleted (link-remap)
     #[arg(long)]
     pub link_remap: bool,
-    /// How to lock the network of a tree with its own network namespace
+    /// How CRIU locks the network while it dumps established connections or
+    /// a network namespace [default: iptables if iptables-restore is
+    /// installed, else nftables if CRIU can]
     #[arg(long, value_enum)]
     pub network_lock: Option<NetworkLockArg>,
     /// An external resource in CRIU's syntax, e.g. mnt[/data]:data (repeatable)
@@ -250,9 +261,14 @@ pub struct RestoreArgs {
     /// --detach, so that its exit status is crabmigrate's)
     #[arg(long)]
     pub restore_sibling: bool,
-    /// Restore established TCP connections
-    #[arg(long)]
+    /// Restore established TCP connections (checkpointed with
+    /// --tcp-established)
+    #[arg(long, conflicts_with = "tcp_close")]
     pub tcp_established: bool,
+    /// Restore established TCP connections closed (needed for a checkpoint
+    /// taken with --tcp-close; also takes one taken with --tcp-established)
+    #[arg(long)]
+    pub tcp_close: bool,
     /// The tree is a shell job
     #[arg(long)]
     pub shell_job: bool,
@@ -280,7 +296,8 @@ pub struct RestoreArgs {
     /// How CRIU treats cgroups
     #[arg(long, value_enum)]
     pub manage_cgroups_mode: Option<CgroupModeArg>,
-    /// The network lock method used at checkpoint
+    /// The network lock method used at checkpoint [default: the one the
+    /// checkpoint records]
     #[arg(long, value_enum)]
     pub network_lock: Option<NetworkLockArg>,
     /// CRIU's log verbosity, 0 (silent) to 4 (debug)

@@ -54,7 +54,7 @@ pub enum RequestError {
     #[error("invalid options")]
     Options(#[from] OptionError),
     /// CRIU is older than crabmigrate supports.
-    #[error("CRIU {have} is too old; crabmigrate needs {MINIMUM} or newer (run scripts/setup.sh to install 4.1.1)")]
+    #[error("CRIU {have} is too old; crabmigrate needs {MINIMUM} or newer (run scripts/setup.sh to install 4.2)")]
     Unsupported {
         /// The running CRIU.
         have: CriuVersion,

@@ -59,10 +59,13 @@ pub enum KnownFailure {
     TerminalNotGiven,
     /// The tree's root does not lead its own session.
     NotSessionLeader,
-    /// An established TCP connection, dumped without `--tcp-established`.
+    /// The tree holds an established TCP connection and the dump was not
+    /// asked to keep (or close) it.
     TcpEstablishedNeeded,
+    /// The checkpoint was taken with tcp-close, and the restore lacks it.
+    TcpCloseNeeded,
     /// A socket's address does not exist on the restoring host.
-    AddressNotOnHost,
+    AddressNotAvailable,
     /// A unix socket connected to a process outside the tree.
     ExternalUnixSocket,
     /// The tree holds file locks, dumped without `--file-locks`.
@@ -80,7 +83,7 @@ pub enum KnownFailure {
 impl KnownFailure {
     /// Every known failure, in the order `docs/troubleshooting.md` lists
     /// them.
-    pub const ALL: [KnownFailure; 21] = [
+    pub const ALL: [KnownFailure; 22] = [
         Self::NoPrivilege,
         Self::NoSuchProcess,
         Self::NotSessionLeader,
@@ -89,7 +92,8 @@ impl KnownFailure {
         Self::TerminalNotGiven,
         Self::MountNotDumped,
         Self::TcpEstablishedNeeded,
-        Self::AddressNotOnHost,
+        Self::TcpCloseNeeded,
+        Self::AddressNotAvailable,
         Self::InetSocketsUnsupported,
         Self::ExternalUnixSocket,
         Self::FileLocksHeld,
@@ -122,7 +126,8 @@ impl KnownFailure {
             Self::TerminalNotGiven => "terminal-not-given",
             Self::NotSessionLeader => "not-session-leader",
             Self::TcpEstablishedNeeded => "tcp-established-needed",
-            Self::AddressNotOnHost => "address-not-on-host",
+            Self::TcpCloseNeeded => "tcp-close-needed",
+            Self::AddressNotAvailable => "address-not-available",
             Self::ExternalUnixSocket => "external-unix-socket",
             Self::FileLocksHeld => "file-locks-held",
             Self::LinkRemapNeeded => "link-remap-needed",
@@ -161,7 +166,8 @@ impl KnownFailure {
             }
             Self::NotSessionLeader => "the tree's root does not lead its own session",
             Self::TcpEstablishedNeeded => "the tree has an established TCP connection",
-            Self::AddressNotOnHost => {
+            Self::TcpCloseNeeded => "the checkpoint was taken with --tcp-close",
+            Self::AddressNotAvailable => {
                 "a socket of the checkpoint is bound to an address this host does not have"
             }
             Self::ExternalUnixSocket => {
@@ -205,7 +211,7 @@ impl KnownFailure {
                 "the images directory holds no complete checkpoint; point --images-dir at a directory written by checkpoint"
             }
             Self::InetSocketsUnsupported => {
-                "this CRIU cannot checkpoint TCP or UDP sockets on Linux 6.16 or newer (SO_PASSCRED); use a CRIU with the fix (4.2 or newer) or a workload without such sockets"
+                "CRIU before 4.2 cannot checkpoint TCP or UDP sockets on Linux 6.16 or newer (SO_PASSCRED); CRIU 4.2 or newer is needed: run `make setup` (scripts/setup.sh installs it into /opt/crabmigrate/criu) or pass --criu PATH"
             }
             Self::PageServerUnreachable => {
                 "start the page server first (crabmigrate page-server --images-dir DIR --port PORT on the receiving host) and check HOST:PORT and the firewall; the workload keeps running"
@@ -220,20 +226,25 @@ impl KnownFailure {
                 "start the workload with setsid so it leads its own session, or checkpoint and restore it as a shell job (--shell-job)"
             }
             Self::TcpEstablishedNeeded => {
-                "checkpoint and restore with --tcp-established, or close the connection first"
+                "established TCP connections need --tcp-established on both checkpoint and restore to keep them, or --tcp-close to give them back closed"
             }
-            Self::AddressNotOnHost => {
-                "restore where the address exists: add it (ip addr add ADDRESS dev DEVICE) or restore inside the network namespace that has it"
+            Self::AddressNotAvailable => {
+                "a socket of the checkpoint is bound to an address this host does not have: add the address (ip addr add ...) or restore in the network namespace that has it"
             }
             Self::ExternalUnixSocket => {
-                "checkpoint and restore with --ext-unix-sk (the peer outside the tree is not part of the checkpoint)"
+                "a unix socket is connected to a process outside the tree: checkpoint and restore with --ext-unix-sk (the peer must exist at restore), or include the peer in the tree"
             }
-            Self::FileLocksHeld => "checkpoint and restore with --file-locks",
+            Self::FileLocksHeld => {
+                "the tree holds file locks: checkpoint and restore with --file-locks"
+            },
             Self::LinkRemapNeeded => {
-                "checkpoint and restore with --link-remap, or keep the file in place until the checkpoint is done"
+                "an open file was deleted but has other hard links: checkpoint and restore with --link-remap"
             }
             Self::GhostFileTooBig => {
                 "close or truncate the deleted file before the checkpoint, or keep it linked in the file system"
+            }
+            Self::TcpCloseNeeded => {
+                "the checkpoint was taken with --tcp-close: restore with --tcp-close"
             }
             Self::NoPrivilege => "run crabmigrate as root (sudo crabmigrate ...)",
             Self::CriuCrashed => {
@@ -290,8 +301,8 @@ impl LogLines {
                 if lines.errors.len() < LOG_ERRORS && !is_harmless(&message) {
                     lines.errors.push(message);
                 }
-            } else if let Some(message) = message_after(line, "Warn  (")
-                .or_else(|| message_after(line, "Warn ("))
+            } else if let Some(message) =
+                message_after(line, "Warn  (").or_else(|| message_after(line, "Warn ("))
             {
                 if lines.warnings.len() < LOG_WARNINGS {
                     lines.warnings.push(message);
@@ -305,8 +316,8 @@ impl LogLines {
     pub fn read(path: &Path) -> Self {
         use std::io::Read;
         let mut bytes = Vec::new();
-        let read = std::fs::File::open(path)
-            .and_then(|f| f.take(LOG_READ_LIMIT).read_to_end(&mut bytes));
+        let read =
+            std::fs::File::open(path).and_then(|f| f.take(LOG_READ_LIMIT).read_to_end(&mut bytes));
         match read {
             Ok(_) => Self::parse(&String::from_utf8_lossy(&bytes)),
             Err(_) => Self::default(),
@@ -384,11 +395,15 @@ pub fn classify_line(request: CriuReqType, line: &str) -> Option<KnownFailure> {
         KnownFailure::SessionLeaderOutside
     } else if has("is not a session leader") {
         KnownFailure::NotSessionLeader
-    } else if has("consider using --tcp-established") || has("Consider using --tcp-established")
+    } else if has("consider using --tcp-established")
+        || has("Consider using --tcp-established")
+        || has("Connected TCP socket in image")
     {
         KnownFailure::TcpEstablishedNeeded
+    } else if has("Need to set the --tcp-close option") {
+        KnownFailure::TcpCloseNeeded
     } else if has("Can't bind inet socket") && has("Cannot assign requested address") {
-        KnownFailure::AddressNotOnHost
+        KnownFailure::AddressNotAvailable
     } else if has("External socket is used") || has("--ext-unix-sk") {
         KnownFailure::ExternalUnixSocket
     } else if has("file locks are hold") || has("--file-locks") {
@@ -445,11 +460,7 @@ pub fn diagnose(context: &FailureContext, errmsg: Option<&str>, log: &LogLines) 
     let known = real
         .iter()
         .find_map(|l| classify_line(request, l))
-        .or_else(|| {
-            log.warnings
-                .iter()
-                .find_map(|l| classify_line(request, l))
-        })
+        .or_else(|| log.warnings.iter().find_map(|l| classify_line(request, l)))
         .or_else(|| {
             (real.is_empty() && context.page_server && is_dump(request))
                 .then_some(KnownFailure::PageServerUnreachable)
@@ -545,6 +556,52 @@ mod tests {
         );
         assert_eq!(LogLines::read(&log).warnings, vec!["meh"]);
         assert!(log_errors(&dir.path().join("missing.log")).is_empty());
+    }
+
+    #[test]
+    fn recognises_criu_4_2_1_socket_lines() {
+        // CRIU 4.2.1's words, from real dumps and restores on Linux 6.18.
+        let cases: &[(&str, KnownFailure)] = &[
+            (
+                "sockets: Can't get 1:16 opt: Operation not supported",
+                KnownFailure::InetSocketsUnsupported,
+            ),
+            (
+                "inet: Connected TCP socket, consider using --tcp-established option.",
+                KnownFailure::TcpEstablishedNeeded,
+            ),
+            (
+                "inet: Connected TCP socket in image",
+                KnownFailure::TcpEstablishedNeeded,
+            ),
+            (
+                "Need to set the --tcp-close options.",
+                KnownFailure::TcpCloseNeeded,
+            ),
+            (
+                "unix: External socket is used. Consider using --ext-unix-sk option.",
+                KnownFailure::ExternalUnixSocket,
+            ),
+            (
+                "Some file locks are hold by dumping tasks! You can try --file-locks to dump them.",
+                KnownFailure::FileLocksHeld,
+            ),
+            (
+                "Can't create link remap for /tmp/exp/a. Use link-remap option.",
+                KnownFailure::LinkRemapNeeded,
+            ),
+            (
+                "inet: Can't bind inet socket (id 27): Cannot assign requested address",
+                KnownFailure::AddressNotAvailable,
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                classify(CriuReqType::Dump, None, &[text]),
+                Some(*want),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -70,8 +70,10 @@ impl CgroupMode {
     }
 }
 
-/// How CRIU locks the network of a dumped network namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How CRIU locks the network while it dumps: a dumped network namespace,
+/// or each established TCP connection of a tree sharing CRIU's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NetworkLock {
     /// iptables-restore (CRIU's default; needs the iptables package).
     Iptables,
@@ -79,6 +81,16 @@ pub enum NetworkLock {
     Nftables,
     /// No locking: the caller takes care (CRIU 3.19+).
     Skip,
+}
+
+impl std::fmt::Display for NetworkLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Iptables => "iptables",
+            Self::Nftables => "nftables",
+            Self::Skip => "skip",
+        })
+    }
 }
 
 impl NetworkLock {
@@ -285,6 +297,9 @@ pub struct DumpOptions<'a> {
     pub leave_stopped: bool,
     /// Checkpoint established TCP connections (repair mode).
     pub tcp_established: bool,
+    /// Dump established TCP connections without their state; a restore
+    /// gives them back closed (CRIU 3.12+).
+    pub tcp_close: bool,
     /// Skip half-open TCP sockets.
     pub tcp_skip_in_flight: bool,
     /// Allow external unix sockets.
@@ -769,6 +784,7 @@ impl<'a> DumpOptions<'a> {
         opts.leave_running = set_if(self.leave_running);
         opts.leave_stopped = set_if(self.leave_stopped);
         opts.tcp_established = set_if(self.tcp_established);
+        opts.tcp_close = set_if(self.tcp_close);
         opts.tcp_skip_in_flight = set_if(self.tcp_skip_in_flight);
         opts.ext_unix_sk = set_if(self.ext_unix_sk || !self.ext_unix_sk_inodes.is_empty());
         opts.unix_sk_ino = self
@@ -804,6 +820,7 @@ impl<'a> DumpOptions<'a> {
 
     fn gates(&self, gates: &mut Vec<Gate>) {
         gate(gates, self.leave_stopped, "leave stopped", (3, 19, 0));
+        gate(gates, self.tcp_close, "tcp-close", (3, 12, 0));
         gate(gates, self.tls.is_some(), "TLS", (3, 13, 0));
         gate(gates, self.pidfd_store.is_some(), "pidfd store", (3, 16, 0));
         if let Some(lock) = self.network_lock {
@@ -825,6 +842,9 @@ impl<'a> IntoOpts<'a> for DumpRequest<'a> {
         }
         if self.lazy_pages_port.is_some() && self.options.page_server.is_some() {
             return Err(OptionError::Conflict("lazy pages", "a page server"));
+        }
+        if self.options.tcp_close && self.options.tcp_established {
+            return Err(OptionError::Conflict("tcp-close", "tcp-established"));
         }
         let mut opts = CriuOpts {
             images_dir_fd: self.images_dir.as_raw_fd(),

@@ -21,6 +21,9 @@ pub mod feature {
     pub const UFFD: &str = "uffd";
     /// Non-cooperative userfaultfd: lazy pages for forking trees.
     pub const UFFD_NONCOOP: &str = "uffd-noncoop";
+    /// Locking the network through nftables (libnftables) instead of
+    /// iptables-restore.
+    pub const NETWORK_LOCK_NFTABLES: &str = "network_lock_nftables";
 }
 
 /// The answer to one probe.

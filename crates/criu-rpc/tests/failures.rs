@@ -183,7 +183,7 @@ fn cases() -> Vec<Case> {
             log: "   646: Error (criu/sk-inet.c:1059): inet: Can't bind inet socket (id 26): Cannot assign requested address\n   \
                   646: Error (criu/files.c:1221): Unable to open fd=3 id=0x1a\n\
                   Error (criu/cr-restore.c:2331): Restoring FAILED.\n",
-            want: KnownFailure::AddressNotOnHost,
+            want: KnownFailure::AddressNotAvailable,
             headline: Some("inet: Can't bind inet socket (id 26): Cannot assign requested address"),
         },
         Case {
@@ -316,8 +316,7 @@ fn every_real_log_names_its_cause() {
 
 #[test]
 fn every_known_failure_except_the_transport_ones_has_a_real_log() {
-    let covered: std::collections::HashSet<KnownFailure> =
-        cases().iter().map(|c| c.want).collect();
+    let covered: std::collections::HashSet<KnownFailure> = cases().iter().map(|c| c.want).collect();
     for known in KnownFailure::ALL {
         let transport = matches!(
             known,
@@ -346,7 +345,8 @@ fn a_detach_error_alone_never_blames_the_pid() {
 #[test]
 fn non_root_criu_output_is_a_privilege_failure() {
     // What CRIU 4.2.1 prints on stdout when started as nobody (then exits 1).
-    let output = "CRIU needs to have the CAP_SYS_ADMIN or the CAP_CHECKPOINT_RESTORE capability: \n\
+    let output =
+        "CRIU needs to have the CAP_SYS_ADMIN or the CAP_CHECKPOINT_RESTORE capability: \n\
                   setcap cap_checkpoint_restore+eip /opt/crabmigrate/criu/usr/sbin/criu";
     assert_eq!(classify_output(output), Some(KnownFailure::NoPrivilege));
     assert_eq!(classify_output("Looks good."), None);

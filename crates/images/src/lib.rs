@@ -10,6 +10,8 @@
 //! - [`validate::check_restorable`] refuses a directory CRIU could not
 //!   restore (no process, no root, a missing core image, ids that do not
 //!   match) before CRIU runs.
+//! - [`sockets`] lists a checkpoint's TCP and UDP sockets with their
+//!   addresses (what a restore needs from its host).
 //! - [`read`] is the bounded decoder underneath: every length is checked
 //!   against the file, every count is capped, and no input panics.
 //!
@@ -20,6 +22,7 @@ mod checkpoint;
 pub mod magic;
 mod model;
 pub mod read;
+pub mod sockets;
 pub mod validate;
 
 pub use checkpoint::{

@@ -288,7 +288,11 @@ mod tests {
         ));
         assert!(matches!(
             check_tree(dir, &[entry(5, 4, &[5])]),
-            Err(InvalidCheckpoint::NoRoot { pid: 5, ppid: 4, .. })
+            Err(InvalidCheckpoint::NoRoot {
+                pid: 5,
+                ppid: 4,
+                ..
+            })
         ));
         assert!(matches!(
             check_tree(dir, &[entry(5, 0, &[5]), entry(5, 5, &[5])]),
@@ -300,7 +304,11 @@ mod tests {
         ));
         assert!(matches!(
             check_tree(dir, &[entry(5, 0, &[5]), entry(8, 6, &[8])]),
-            Err(InvalidCheckpoint::UnknownParent { pid: 8, ppid: 6, .. })
+            Err(InvalidCheckpoint::UnknownParent {
+                pid: 8,
+                ppid: 6,
+                ..
+            })
         ));
         let ok = check_tree(dir, &[entry(5, 0, &[5, 6]), entry(8, 5, &[])]).unwrap();
         assert_eq!(

@@ -6,11 +6,16 @@
 //! them; each "no" says why and how to fix it.
 
 use std::path::PathBuf;
+use std::process::Command;
 
-use criu_rpc::{feature, Criu, CriuSource, Features, ProbeResult};
+use criu_rpc::{feature, Criu, CriuSource, CriuVersion, Features, ProbeResult};
 use serde::Serialize;
 
 use crate::host::{self, CgroupLayout, Privilege};
+use crate::sockets::{self, NetworkLockChoice};
+
+/// The first CRIU that dumps TCP and UDP sockets on Linux 6.16 and newer.
+pub const SOCKETS_CRIU: CriuVersion = CriuVersion::new(4, 2, 0);
 
 /// The whole report, as printed by `crabmigrate check [--json]`.
 #[derive(Debug, Clone, Serialize)]
@@ -23,6 +28,8 @@ pub struct CheckReport {
     pub kernel: KernelFacts,
     /// Host settings that CRIU depends on.
     pub host: HostFacts,
+    /// Whether a process holding sockets really dumps.
+    pub sockets: SocketFacts,
     /// What works here.
     pub verdicts: Verdicts,
 }
@@ -90,11 +97,27 @@ pub struct HostFacts {
     pub privilege: Privilege,
 }
 
+/// The socket probe: a throwaway process holding a TCP listener, an
+/// established loopback connection and a UDP socket, dumped for real with
+/// tcp-established (see [`crate::sockets`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct SocketFacts {
+    /// The probe's outcome; absent when it could not run (CRIU does not
+    /// answer, or no privilege).
+    pub probe: Option<Probe>,
+    /// The network lock CRIU uses for established connections and network
+    /// namespaces, chosen here.
+    pub network_lock: NetworkLockChoice,
+}
+
 /// What works on this host.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdicts {
     /// Checkpoint and restore of a process tree or container.
     pub checkpoint_restore: Verdict,
+    /// Checkpoint and restore of processes holding TCP or UDP sockets
+    /// (servers, clients, established connections).
+    pub sockets: Verdict,
     /// CRIU's pre-dump (memory copied while the tree runs, through the
     /// kernel's soft-dirty tracking). Named `pre_dump` in JSON, as `check`
     /// prints it: live migration's pre-copy does not need it
@@ -112,6 +135,10 @@ pub struct Verdicts {
 pub struct Verdict {
     /// Whether it works here.
     pub available: bool,
+    /// What does not work even though it is available (e.g. checkpoint and
+    /// restore work, but not for processes holding sockets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limitation: Option<String>,
     /// Why not.
     pub reason: Option<String>,
     /// What to do about it.
@@ -122,6 +149,7 @@ impl Verdict {
     fn yes() -> Self {
         Self {
             available: true,
+            limitation: None,
             reason: None,
             fix: None,
         }
@@ -130,6 +158,7 @@ impl Verdict {
     fn no(reason: impl Into<String>, fix: impl Into<String>) -> Self {
         Self {
             available: false,
+            limitation: None,
             reason: Some(reason.into()),
             fix: Some(fix.into()),
         }
@@ -142,6 +171,7 @@ impl Verdict {
         } else {
             Self {
                 available: false,
+                limitation: None,
                 reason: Some(format!(
                     "checkpoint/restore does not work: {}",
                     prerequisite.reason.as_deref().unwrap_or("unknown")
@@ -156,8 +186,33 @@ const SETUP: &str = "run scripts/setup.sh as root";
 
 /// Gathers every fact and judges. CRIU is asked concurrently (each CRIU
 /// start re-reads kernel facts, so the probes run side by side).
-pub fn run(criu: &Criu) -> CheckReport {
-    let (session, criu_check, dirty, uffd, noncoop) = std::thread::scope(|s| {
+/// `socket_holder` starts a process that runs [`sockets::hold_sockets`]
+/// (the binary re-executes itself); the socket probe dumps it.
+pub fn run(criu: &Criu, socket_holder: Command) -> CheckReport {
+    let privileged = {
+        let p = host::privilege();
+        p.root || p.cap_checkpoint_restore
+    };
+    let network_lock = sockets::choose_network_lock(criu);
+    let lock = network_lock.method;
+    let (session, criu_check, dirty, uffd, noncoop, socket_probe) = std::thread::scope(|s| {
+        let socket_probe = s.spawn(move || {
+            privileged.then(|| match sockets::probe(criu, socket_holder, lock) {
+                Ok(()) => Probe {
+                    ok: true,
+                    detail: Some(
+                        "dumped a TCP listener, an established connection and a UDP socket".into(),
+                    ),
+                },
+                Err(e) => Probe {
+                    ok: false,
+                    detail: Some(match e.criu_words() {
+                        Some(words) => format!("{e}: {words}"),
+                        None => error_chain(&e),
+                    }),
+                },
+            })
+        });
         let session = s.spawn(|| ask_criu(criu));
         let probe =
             |name: &'static str| s.spawn(move || criu.check_feature(name).ok().map(Probe::from));
@@ -173,6 +228,7 @@ pub fn run(criu: &Criu) -> CheckReport {
             dirty.join().ok().flatten(),
             uffd.join().ok().flatten(),
             noncoop.join().ok().flatten(),
+            socket_probe.join().ok().flatten(),
         )
     });
     let (version, features, error) = match session {
@@ -200,28 +256,36 @@ pub fn run(criu: &Criu) -> CheckReport {
         cgroup_layout: host::cgroup_layout(),
         privilege: host::privilege(),
     };
-    let verdicts = judge(&facts, features.as_ref(), &kernel, &host);
+    let sockets = SocketFacts {
+        probe: socket_probe,
+        network_lock,
+    };
+    let verdicts = judge(&facts, features.as_ref(), &kernel, &host, &sockets);
     CheckReport {
         criu: facts,
         features,
         kernel,
         host,
+        sockets,
         verdicts,
     }
 }
 
+/// An error and its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// VERSION and FEATURE_CHECK on one swrk. The error text is the whole chain.
 fn ask_criu(criu: &Criu) -> Result<(criu_rpc::CriuVersion, Features), String> {
-    let chain = |e: &dyn std::error::Error| {
-        let mut text = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        text
-    };
+    let chain = |e: &dyn std::error::Error| error_chain(e);
     let mut session = criu.session().map_err(|e| chain(&e))?;
     let version = session.version().map_err(|e| chain(&e))?;
     let features = session
@@ -235,6 +299,7 @@ fn judge(
     features: Option<&Features>,
     kernel: &KernelFacts,
     host: &HostFacts,
+    sockets: &SocketFacts,
 ) -> Verdicts {
     // Privilege first: without it CRIU refuses to start at all, and its
     // refusal must not read as a missing CRIU.
@@ -246,7 +311,7 @@ fn judge(
     } else if let Some(error) = &criu.error {
         Verdict::no(
             format!("CRIU at {} does not answer: {error}", criu.path.display()),
-            format!("{SETUP} to install a working CRIU, or pass --criu PATH"),
+            format!("{SETUP} to install CRIU 4.2, or pass --criu PATH"),
         )
     } else if !criu.supported {
         Verdict::no(
@@ -255,7 +320,7 @@ fn judge(
                 criu.version.as_deref().unwrap_or("?"),
                 criu.path.display()
             ),
-            format!("{SETUP} to install a newer CRIU into a private prefix, or pass --criu PATH"),
+            format!("{SETUP} to install CRIU 4.2 into a private prefix, or pass --criu PATH"),
         )
     } else if let Some(probe) = kernel.criu_check.as_ref().filter(|p| !p.ok) {
         Verdict::no(
@@ -316,11 +381,62 @@ fn judge(
 
     let page_server = Verdict::yes().requires(&checkpoint_restore);
 
+    let sockets_verdict = judge_sockets(criu, sockets).requires(&checkpoint_restore);
+    let mut checkpoint_restore = checkpoint_restore;
+    if checkpoint_restore.available && !sockets_verdict.available {
+        checkpoint_restore.limitation =
+            Some("not for processes holding TCP or UDP sockets (see TCP/UDP sockets)".into());
+    }
+
     Verdicts {
         checkpoint_restore,
+        sockets: sockets_verdict,
         pre_copy,
         post_copy,
         page_server,
+    }
+}
+
+fn judge_sockets(criu: &CriuFacts, sockets: &SocketFacts) -> Verdict {
+    let too_old = criu
+        .version_number
+        .is_some_and(|n| n < SOCKETS_CRIU.as_number());
+    let upgrade = format!(
+        "CRIU {SOCKETS_CRIU} or newer is needed: {SETUP} (it installs CRIU 4.2 into /opt/crabmigrate/criu) or pass --criu PATH"
+    );
+    if sockets.network_lock.method.is_none() {
+        return Verdict::no(
+            format!(
+                "CRIU has no way to lock the network: {}",
+                sockets.network_lock.why
+            ),
+            "apt-get install iptables",
+        );
+    }
+    match &sockets.probe {
+        Some(p) if p.ok => Verdict::yes(),
+        Some(p) => {
+            let why = p.detail.clone().unwrap_or_else(|| "no reason given".into());
+            if too_old {
+                Verdict::no(
+                    format!(
+                        "CRIU {} is older than {SOCKETS_CRIU} ({why})",
+                        criu.version.as_deref().unwrap_or("?")
+                    ),
+                    upgrade,
+                )
+            } else {
+                Verdict::no(why, "read CRIU's words above; `criu check --all` lists what the kernel lacks")
+            }
+        }
+        None if too_old => Verdict::no(
+            format!(
+                "CRIU {} is older than {SOCKETS_CRIU}, which cannot dump TCP or UDP sockets on Linux 6.16 and newer",
+                criu.version.as_deref().unwrap_or("?")
+            ),
+            upgrade,
+        ),
+        None => Verdict::no("the socket probe could not run", "run crabmigrate check as root"),
     }
 }
 
@@ -335,13 +451,23 @@ mod tests {
         })
     }
 
+    fn sockets_ok() -> SocketFacts {
+        SocketFacts {
+            probe: probe(true, "dumped"),
+            network_lock: NetworkLockChoice {
+                method: Some(criu_rpc::NetworkLock::Iptables),
+                why: "iptables-restore is at /usr/sbin/iptables-restore".into(),
+            },
+        }
+    }
+
     fn this_machine() -> (CriuFacts, Features, KernelFacts, HostFacts) {
         (
             CriuFacts {
                 path: "/opt/crabmigrate/criu/bin/criu".into(),
                 found_by: CriuSource::Prefix,
-                version: Some("4.1.1".into()),
-                version_number: Some(40101),
+                version: Some("4.2.1".into()),
+                version_number: Some(40201),
                 supported: true,
                 error: None,
             },
@@ -377,7 +503,7 @@ mod tests {
     #[test]
     fn this_machine_has_checkpoint_and_post_copy_but_no_pre_copy() {
         let (criu, features, kernel, host) = this_machine();
-        let v = judge(&criu, Some(&features), &kernel, &host);
+        let v = judge(&criu, Some(&features), &kernel, &host, &sockets_ok());
         assert!(v.checkpoint_restore.available && v.post_copy.available && v.page_server.available);
         assert!(!v.pre_copy.available);
         assert!(v
@@ -392,7 +518,7 @@ mod tests {
     fn small_pipe_max_size_blocks_post_copy_with_the_fix() {
         let (criu, features, kernel, mut host) = this_machine();
         host.pipe_max_size = Some(1 << 20);
-        let v = judge(&criu, Some(&features), &kernel, &host);
+        let v = judge(&criu, Some(&features), &kernel, &host, &sockets_ok());
         assert!(!v.post_copy.available);
         assert!(v
             .post_copy
@@ -402,7 +528,7 @@ mod tests {
             .contains("pipe-max-size"));
         host.privilege.cap_sys_resource = true;
         assert!(
-            judge(&criu, Some(&features), &kernel, &host)
+            judge(&criu, Some(&features), &kernel, &host, &sockets_ok())
                 .post_copy
                 .available
         );
@@ -413,7 +539,7 @@ mod tests {
         let (mut criu, features, kernel, host) = this_machine();
         criu.version = Some("3.17.1".into());
         criu.supported = false;
-        let v = judge(&criu, Some(&features), &kernel, &host);
+        let v = judge(&criu, Some(&features), &kernel, &host, &sockets_ok());
         for verdict in [
             &v.checkpoint_restore,
             &v.pre_copy,
@@ -438,19 +564,22 @@ mod tests {
         criu.supported = false;
         host.privilege.root = false;
         host.privilege.cap_checkpoint_restore = false;
-        let v = judge(&criu, Some(&features), &kernel, &host);
+        let v = judge(&criu, Some(&features), &kernel, &host, &sockets_ok());
         assert!(!v.checkpoint_restore.available);
         let reason = v.checkpoint_restore.reason.as_deref().unwrap();
         assert!(reason.contains("not running as root"), "{reason}");
         let fix = v.checkpoint_restore.fix.as_deref().unwrap();
-        assert!(fix.contains("as root") && !fix.contains("setup.sh"), "{fix}");
+        assert!(
+            fix.contains("as root") && !fix.contains("setup.sh"),
+            "{fix}"
+        );
     }
 
     #[test]
     fn failing_criu_check_is_reported_with_its_words() {
         let (criu, features, mut kernel, host) = this_machine();
         kernel.criu_check = probe(false, "vdso: Unexpected rt vDSO area bounds");
-        let v = judge(&criu, Some(&features), &kernel, &host);
+        let v = judge(&criu, Some(&features), &kernel, &host, &sockets_ok());
         assert!(!v.checkpoint_restore.available);
         assert!(v
             .checkpoint_restore
@@ -458,5 +587,86 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("vDSO"));
+    }
+
+    #[test]
+    fn sockets_work_with_a_passing_probe() {
+        let (criu, features, kernel, host) = this_machine();
+        let v = judge(&criu, Some(&features), &kernel, &host, &sockets_ok());
+        assert!(v.sockets.available);
+        assert_eq!(v.checkpoint_restore.limitation, None);
+    }
+
+    #[test]
+    fn criu_4_1_on_a_new_kernel_limits_checkpoint_and_names_the_upgrade() {
+        let (mut criu, features, kernel, host) = this_machine();
+        criu.version = Some("4.1.1".into());
+        criu.version_number = Some(40101);
+        let mut sockets = sockets_ok();
+        sockets.probe = probe(
+            false,
+            "CRIU cannot dump a process holding TCP and UDP sockets: sockets: Can't get 1:16 opt: Operation not supported",
+        );
+        let v = judge(&criu, Some(&features), &kernel, &host, &sockets);
+        assert!(v.checkpoint_restore.available);
+        assert!(v
+            .checkpoint_restore
+            .limitation
+            .as_deref()
+            .unwrap()
+            .contains("TCP or UDP sockets"));
+        assert!(!v.sockets.available);
+        let reason = v.sockets.reason.as_deref().unwrap();
+        assert!(reason.contains("4.1.1 is older than 4.2"), "{reason}");
+        assert!(reason.contains("Can't get 1:16 opt"), "{reason}");
+        assert!(v
+            .sockets
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("scripts/setup.sh"));
+    }
+
+    #[test]
+    fn a_failing_probe_on_a_new_criu_quotes_criu() {
+        let (criu, features, kernel, host) = this_machine();
+        let mut sockets = sockets_ok();
+        sockets.probe = probe(false, "CRIU cannot dump: Locking network failed");
+        let v = judge(&criu, Some(&features), &kernel, &host, &sockets);
+        assert!(!v.sockets.available);
+        assert!(v
+            .sockets
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("Locking network failed"));
+    }
+
+    #[test]
+    fn no_network_lock_means_no_sockets() {
+        let (criu, features, kernel, host) = this_machine();
+        let mut sockets = sockets_ok();
+        sockets.network_lock = NetworkLockChoice {
+            method: None,
+            why: "iptables-restore is missing".into(),
+        };
+        let v = judge(&criu, Some(&features), &kernel, &host, &sockets);
+        assert!(!v.sockets.available);
+        assert!(v.sockets.fix.as_deref().unwrap().contains("iptables"));
+    }
+
+    #[test]
+    fn sockets_need_checkpoint_restore_first() {
+        let (criu, features, kernel, mut host) = this_machine();
+        host.privilege.root = false;
+        host.privilege.cap_checkpoint_restore = false;
+        let v = judge(&criu, Some(&features), &kernel, &host, &sockets_ok());
+        assert!(!v.sockets.available);
+        assert!(v
+            .sockets
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("checkpoint/restore does not work"));
     }
 }

@@ -80,7 +80,8 @@ pub fn tree_pids(pid: u32) -> Vec<u32> {
             continue;
         };
         for task in tasks.filter_map(Result::ok) {
-            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
             for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
                 if !out.contains(&child) {
                     out.push(child);
@@ -144,7 +145,10 @@ pub fn find(pids: &[u32]) -> Vec<ExternalTerminal> {
                 continue;
             }
             let path = std::fs::read_link(fd.path())
-                .map(|p| p.to_string_lossy().into_owned())
+                .map(|p| {
+                    let p = p.to_string_lossy();
+                    p.strip_suffix(" (deleted)").unwrap_or(&p).to_owned()
+                })
                 .unwrap_or_default();
             let root_stdio = if n == 0 && num <= 2 { num } else { u32::MAX };
             found.push((root_stdio, num, path, rdev, meta.dev()));
@@ -237,21 +241,20 @@ mod tests {
         let pty = nix::pty::openpty(None, None).unwrap();
         let me = std::process::id();
         let slave_fd = pty.slave.as_raw_fd() as u32;
-        let slave_path = std::fs::read_link(format!("/proc/self/fd/{slave_fd}")).unwrap();
+        let meta = std::fs::metadata(format!("/proc/self/fd/{slave_fd}")).unwrap();
+        let key = External::tty(meta.rdev(), meta.dev()).as_str().to_owned();
         // This process holds both ends: CRIU would dump the pair.
         let both = find(&[me]);
-        assert!(
-            both.iter().all(|t| Path::new(&t.path) != slave_path),
-            "{both:?}"
-        );
-        // Only the slave: it is external.
+        assert!(both.iter().all(|t| t.key != key), "{both:?}");
+        // Only the slave (its master gone, as if held outside): external.
         drop(pty.master);
         let alone = find(&[me]);
         let t = alone
             .iter()
-            .find(|t| Path::new(&t.path) == slave_path)
-            .unwrap_or_else(|| panic!("{alone:?}"));
-        assert!(t.key.starts_with("tty[") && t.key.ends_with(']'), "{t:?}");
+            .find(|t| t.key == key)
+            .unwrap_or_else(|| panic!("{key} in {alone:?}"));
+        assert!(t.path.starts_with("/dev/pts/"), "{t:?}");
+        assert!(!t.path.ends_with("(deleted)"), "{t:?}");
         criu_rpc::External::parse(&t.key, criu_rpc::ExternalSide::Dump).unwrap();
     }
 

@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 use crabmigrate_runtime::check::{self, CheckReport, Probe, Verdict};
 use crabmigrate_runtime::host::LAZY_PAGES_PIPE_SIZE;
 
@@ -10,7 +12,10 @@ use crate::cli::{CheckArgs, Global};
 
 pub fn run(global: &Global, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let criu = super::criu(global)?;
-    let report = check::run(&criu);
+    let exe = std::env::current_exe().context("cannot find crabmigrate's own executable")?;
+    let mut holder = std::process::Command::new(exe);
+    holder.arg("__hold-sockets");
+    let report = check::run(&criu, holder);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -93,12 +98,10 @@ fn render(r: &CheckReport) -> String {
     };
     line(&mut out, "fs.pipe-max-size", &pipe);
     let lock = match &r.host.iptables_restore {
-        Some(path) => format!("iptables ({})", path.display()),
-        None => {
-            "iptables-restore missing: install iptables, or use --network-lock nftables|skip".into()
-        }
+        Some(path) => path.display().to_string(),
+        None => "missing".into(),
     };
-    line(&mut out, "network lock", &lock);
+    line(&mut out, "iptables-restore", &lock);
     line(&mut out, "cgroups", &r.host.cgroup_layout.to_string());
     let p = &r.host.privilege;
     let who = match (p.root, p.cap_checkpoint_restore) {
@@ -108,9 +111,22 @@ fn render(r: &CheckReport) -> String {
     };
     line(&mut out, "privilege", &who);
 
+    let _ = writeln!(out, "\nSockets");
+    let lock = &r.sockets.network_lock;
+    line(
+        &mut out,
+        "network lock",
+        &match lock.method {
+            Some(m) => format!("{m} ({})", lock.why),
+            None => format!("none ({})", lock.why),
+        },
+    );
+    line(&mut out, "probe", &probe_text(r.sockets.probe.as_ref()));
+
     let _ = writeln!(out, "\nVerdict");
     for (name, verdict) in [
         ("checkpoint/restore", &r.verdicts.checkpoint_restore),
+        ("TCP/UDP sockets", &r.verdicts.sockets),
         ("pre-dump", &r.verdicts.pre_copy),
         ("post-copy", &r.verdicts.post_copy),
         ("page server", &r.verdicts.page_server),
@@ -126,12 +142,19 @@ fn probe_text(probe: Option<&Probe>) -> String {
             Some(d) => format!("{:<4}{d}", yes_no(p.ok)),
             None => yes_no(p.ok).to_owned(),
         },
-        None => "not run (CRIU could not be started)".to_owned(),
+        None => "not run (CRIU could not be started, or no privilege)".to_owned(),
     }
 }
 
 fn verdict_lines(out: &mut String, name: &str, v: &Verdict) {
-    let _ = writeln!(out, "  {name:<20}{}", yes_no(v.available));
+    match &v.limitation {
+        Some(limit) => {
+            let _ = writeln!(out, "  {name:<20}{}, but {limit}", yes_no(v.available));
+        }
+        None => {
+            let _ = writeln!(out, "  {name:<20}{}", yes_no(v.available));
+        }
+    }
     if let Some(reason) = &v.reason {
         let _ = writeln!(out, "  {:<20}  why: {reason}", "");
     }

@@ -21,6 +21,9 @@ struct Report<'a> {
     pid: u32,
     images_dir: &'a std::path::Path,
     leave_running: bool,
+    /// How CRIU locked the network (established connections, a netns).
+    network_lock: Option<criu_rpc::NetworkLock>,
+    tcp_established: bool,
     stats: Option<DumpStats>,
     log_file: Option<std::path::PathBuf>,
 }
@@ -80,6 +83,8 @@ pub fn run(global: &Global, args: &CheckpointArgs) -> anyhow::Result<ExitCode> {
         pid,
         images_dir: &d.images_dir,
         leave_running: args.leave_running,
+        network_lock: request.options.network_lock,
+        tcp_established: d.tcp_established,
         stats: outcome.stats,
         log_file: outcome.log_file,
     };
@@ -112,6 +117,8 @@ pub fn run_pre_dump(global: &Global, args: &PreDumpArgs) -> anyhow::Result<ExitC
         pid,
         images_dir: &d.images_dir,
         leave_running: true,
+        network_lock: request.options.network_lock,
+        tcp_established: d.tcp_established,
         stats,
         log_file: None,
     };
@@ -129,6 +136,7 @@ fn run_container(
     let checked = Checked::new(d)?;
     let criu = super::criu(global)?;
     let root = super::state_root(global);
+    let network_lock = common::dump_network_lock(d.network_lock, &criu);
     let page_server = checked.page_server;
     let status_fd = args
         .status_fd
@@ -147,6 +155,7 @@ fn run_container(
         pre_dump: args.pre_dump,
         leave_running: args.leave_running,
         tcp_established: d.tcp_established,
+        tcp_close: d.tcp_close,
         ext_unix_sk: d.ext_unix_sk,
         shell_job: d.shell_job,
         file_locks: d.file_locks,
@@ -155,7 +164,7 @@ fn run_container(
         page_server_socket: None,
         lazy_pages_port: if args.lazy_pages { args.port } else { None },
         status_fd,
-        network_lock: common::network_lock(d.network_lock),
+        network_lock,
         manage_cgroups_mode: common::cgroup_mode(d.manage_cgroups_mode),
         external: checked.externals,
         log_level: common::log_level(d.criu_log_level),
@@ -170,6 +179,8 @@ fn run_container(
         pid,
         images_dir: &d.images_dir,
         leave_running: args.leave_running || args.pre_dump,
+        network_lock,
+        tcp_established: d.tcp_established,
         stats: outcome.stats,
         log_file: outcome.log_file,
     };
@@ -283,7 +294,7 @@ impl Target {
     }
 
     fn options(&self, d: &DumpArgs) -> anyhow::Result<DumpOptions<'_>> {
-        let mut options = dump_options(d)?;
+        let mut options = dump_options(d, common::dump_network_lock(d.network_lock, &self.criu))?;
         options.external = self.externals.clone();
         options
             .external
@@ -300,7 +311,10 @@ impl Target {
 }
 
 /// The options both commands share.
-fn dump_options(d: &DumpArgs) -> anyhow::Result<DumpOptions<'static>> {
+fn dump_options(
+    d: &DumpArgs,
+    network_lock: Option<criu_rpc::NetworkLock>,
+) -> anyhow::Result<DumpOptions<'static>> {
     let parent_img = d
         .parent_dir
         .as_deref()
@@ -308,13 +322,14 @@ fn dump_options(d: &DumpArgs) -> anyhow::Result<DumpOptions<'static>> {
         .transpose()?;
     Ok(DumpOptions {
         tcp_established: d.tcp_established,
+        tcp_close: d.tcp_close,
         tcp_skip_in_flight: d.tcp_skip_in_flight,
         shell_job: d.shell_job,
         ext_unix_sk: d.ext_unix_sk,
         file_locks: d.file_locks,
         link_remap: d.link_remap,
         parent_img,
-        network_lock: common::network_lock(d.network_lock),
+        network_lock,
         freeze_cgroup: d.freeze_cgroup.clone(),
         cgroups: criu_rpc::Cgroups {
             mode: common::cgroup_mode(d.manage_cgroups_mode),
@@ -349,6 +364,14 @@ fn print_report(json: bool, verb: &str, report: &Report<'_>) -> anyhow::Result<(
         ));
         if s.pages_lazy > 0 {
             line.push_str(&format!(", {} pages served lazily", s.pages_lazy));
+        }
+    }
+    if report.tcp_established {
+        match report.network_lock {
+            Some(lock) => line.push_str(&format!(
+                "; established TCP connections kept (network locked with {lock} until the restore)"
+            )),
+            None => line.push_str("; established TCP connections kept"),
         }
     }
     if report.leave_running {

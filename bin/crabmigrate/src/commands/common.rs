@@ -93,6 +93,19 @@ fn relative_path(from: &Path, to: &Path) -> PathBuf {
     rel
 }
 
+/// The network lock for a dump: the user's, else the one this host can use
+/// (iptables when installed, else nftables when CRIU can).
+pub fn dump_network_lock(
+    arg: Option<NetworkLockArg>,
+    criu: &criu_rpc::Criu,
+) -> Option<NetworkLock> {
+    network_lock(arg).or_else(|| {
+        let choice = crabmigrate_runtime::sockets::choose_network_lock(criu);
+        tracing::debug!(method = ?choice.method, why = %choice.why, "network lock chosen");
+        choice.method
+    })
+}
+
 pub fn network_lock(arg: Option<NetworkLockArg>) -> Option<NetworkLock> {
     arg.map(|a| match a {
         NetworkLockArg::Iptables => NetworkLock::Iptables,

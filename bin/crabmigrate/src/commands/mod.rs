@@ -42,6 +42,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume(args) => container::resume(&cli.global, &args),
         Command::Agent(args) => migrate::agent(&cli.global, &args),
         Command::Migrate(args) => migrate::migrate(&cli.global, &args),
+        Command::HoldSockets => match crabmigrate_runtime::sockets::hold_sockets() {
+            Err(e) => Err(anyhow::Error::new(e).context("the socket probe's holder failed")),
+            Ok(never) => match never {},
+        },
         Command::Keygen(args) => {
             crabmigrate_migrate::key::Key::generate_file(&args.out)?;
             println!(
@@ -59,7 +63,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// cannot move the cursor, recolour the terminal or split the line.
 pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     let unsafe_char = |c: char| {
-        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
     };
     if !text.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(text);
@@ -95,7 +100,10 @@ pub fn state_root(global: &Global) -> crabmigrate_runtime::state::StateRoot {
 mod tests {
     #[test]
     fn escape_keeps_text_and_neutralises_controls() {
-        assert_eq!(super::escape("cannot open /tmp/a b: é"), "cannot open /tmp/a b: é");
+        assert_eq!(
+            super::escape("cannot open /tmp/a b: é"),
+            "cannot open /tmp/a b: é"
+        );
         assert_eq!(
             super::escape("x\u{1b}[31mred\nline\u{202e}"),
             "x\\u{1b}[31mred\\u{a}line\\u{202e}"

@@ -55,6 +55,7 @@ pub fn run(global: &Global, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     // Without --detach we wait for the tree, so it must be our child.
     o.rst_sibling = args.restore_sibling || !args.detach;
     o.tcp_established = args.tcp_established;
+    o.tcp_close = args.tcp_close;
     o.shell_job = args.shell_job;
     o.ext_unix_sk = args.ext_unix_sk;
     o.file_locks = args.file_locks;
@@ -207,6 +208,7 @@ fn run_container(global: &Global, id: &str, args: &RestoreArgs) -> anyhow::Resul
         pid_file: args.pid_file.clone(),
         console_socket: args.console_socket.clone(),
         tcp_established: args.tcp_established,
+        tcp_close: args.tcp_close,
         ext_unix_sk: args.ext_unix_sk,
         shell_job: args.shell_job,
         file_locks: args.file_locks,

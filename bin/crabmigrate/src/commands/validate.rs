@@ -16,9 +16,8 @@ fn pid_max() -> Option<u32> {
 }
 
 /// A pid that names a live process crabmigrate may checkpoint: not 0, not
-/// above pid_max, existing, not a zombie, not a kernel thread, not the
-/// host's init and not crabmigrate or one of its ancestors (CRIU would
-/// freeze the caller).
+/// above pid_max, existing, not a zombie, not a kernel thread, not init and
+/// not crabmigrate or one of its ancestors (CRIU would freeze the caller).
 pub fn pid(pid: u32) -> anyhow::Result<()> {
     if pid == 0 {
         bail!("pid 0 is not a process; give the pid of the tree's root");
@@ -41,8 +40,8 @@ pub fn pid(pid: u32) -> anyhow::Result<()> {
     if flags & PF_KTHREAD != 0 {
         bail!("process {pid} is a kernel thread, which cannot be checkpointed; give the pid of a user process tree");
     }
-    if pid == 1 && is_host_pid_namespace() {
-        bail!("process 1 is this host's init, which cannot be checkpointed; give the pid of the tree to move (start it with setsid)");
+    if pid == 1 {
+        bail!("process 1 is the init of crabmigrate's pid namespace (every process descends from it), so it cannot be checkpointed from here; give the pid of the tree to move (start it with setsid)");
     }
     let mut ancestor = std::process::id();
     while ancestor > 1 {
@@ -63,20 +62,6 @@ fn parent_of(pid: u32) -> Option<u32> {
     after.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Whether crabmigrate runs in the initial pid namespace.
-fn is_host_pid_namespace() -> bool {
-    // The init process of the initial pid namespace is its own parent's
-    // child 0; inside a container pid 1's NSpid has more than one entry
-    // seen from the host, but from inside only one. Compare namespaces.
-    match (
-        std::fs::read_link("/proc/self/ns/pid"),
-        std::fs::read_link("/proc/1/ns/pid"),
-    ) {
-        (Ok(ours), Ok(init)) => ours == init,
-        _ => true,
-    }
-}
-
 /// A TCP port given on the command line where 0 means nothing.
 pub fn port(port: u16, flag: &str) -> anyhow::Result<()> {
     if port == 0 {
@@ -87,7 +72,7 @@ pub fn port(port: u16, flag: &str) -> anyhow::Result<()> {
 
 /// `HOST:PORT` with a port from 1 to 65535.
 pub fn address(text: &str, flag: &str) -> anyhow::Result<(String, u16)> {
-    let (host, port) = super::common::host_port(text).with_context(|| format!("{flag}"))?;
+    let (host, port) = super::common::host_port(text).with_context(|| flag.to_owned())?;
     if port == 0 {
         bail!("{flag} {text:?} has port 0; give a TCP port from 1 to 65535");
     }

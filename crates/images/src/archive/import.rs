@@ -60,7 +60,9 @@ pub enum ImportError {
     NotEmpty(PathBuf),
     /// Plain bytes that are no tar header. tar's own words quote the bytes
     /// it could not read, which are no use to anyone, so they are dropped.
-    #[error("it is not a tar archive (plain, zstd or gzip); give a file written by crabmigrate export")]
+    #[error(
+        "it is not a tar archive (plain, zstd or gzip); give a file written by crabmigrate export"
+    )]
     NotArchive,
     #[error("the archive does not start with {MANIFEST}; it was not written by crabmigrate export (or is damaged)")]
     NoManifest,

@@ -53,6 +53,8 @@ pub struct CheckpointOptions<'a> {
     /// Keep the container running after the checkpoint.
     pub leave_running: bool,
     pub tcp_established: bool,
+    /// Dump established connections without their state (restored closed).
+    pub tcp_close: bool,
     pub ext_unix_sk: bool,
     pub shell_job: bool,
     pub file_locks: bool,
@@ -136,6 +138,7 @@ pub fn checkpoint(
     let mut options = DumpOptions {
         leave_running: opts.leave_running,
         tcp_established: opts.tcp_established,
+        tcp_close: opts.tcp_close,
         ext_unix_sk: opts.ext_unix_sk,
         // The master of a container's terminal is outside the container
         // (the console socket's receiver has it): CRIU dumps the orphaned
@@ -164,9 +167,11 @@ pub fn checkpoint(
         crate::terminals::record(&opts.images_dir, &terminals).map_err(|e| {
             CheckpointError::Io("write", opts.images_dir.join(crate::terminals::RECORD), e)
         })?;
-        options
-            .external
-            .extend(terminals.iter().map(crate::terminals::ExternalTerminal::external));
+        options.external.extend(
+            terminals
+                .iter()
+                .map(crate::terminals::ExternalTerminal::external),
+        );
     }
     options.cgroups.mode = Some(opts.manage_cgroups_mode.unwrap_or(CgroupMode::Soft));
     // Freezing through the cgroup is atomic for the whole container; a

@@ -53,6 +53,8 @@ pub struct RestoreOptions {
     /// Send a restored terminal's master here.
     pub console_socket: Option<PathBuf>,
     pub tcp_established: bool,
+    /// Restore established connections closed.
+    pub tcp_close: bool,
     pub ext_unix_sk: bool,
     pub shell_job: bool,
     pub file_locks: bool,
@@ -189,6 +191,7 @@ pub fn restore(
     o.root = Some(criu_root.clone());
     o.rst_sibling = true;
     o.tcp_established = opts.tcp_established;
+    o.tcp_close = opts.tcp_close;
     o.ext_unix_sk = opts.ext_unix_sk;
     o.shell_job = opts.shell_job;
     o.file_locks = opts.file_locks;
