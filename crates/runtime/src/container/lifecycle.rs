@@ -109,7 +109,15 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 /// Deletes the container: its cgroup and state; poststop hooks run. A
 /// running or paused container needs `force` (its processes are killed).
 pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleError> {
-    let state = load(root, id)?;
+    let state = match load(root, id) {
+        Ok(state) => state,
+        // A damaged or missing state.json: remove what can be found.
+        Err(LifecycleError::State(_)) if force && super::broken_reason(root, id).is_some() => {
+            super::delete_broken(root, id)?;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let live = matches!(
         state.status,
         Status::Created | Status::Running | Status::Paused

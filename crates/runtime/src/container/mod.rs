@@ -3,6 +3,8 @@
 //! - [`create()`] and [`start()`]: a container from a bundle (`create.rs`,
 //!   `init.rs`, `rootfs.rs`, `console.rs`, `hooks.rs`)
 //! - [`kill()`], [`delete()`], [`pause()`], [`resume()`], [`ps()`] (`lifecycle.rs`)
+//! - containers whose state is damaged or missing: [`broken_reason()`] for
+//!   `list`, [`delete_broken()`] for `delete --force` (`recover.rs`)
 //! - [`checkpoint()`] and [`restore()`] through CRIU (`checkpoint.rs`,
 //!   `restore.rs`)
 //!
@@ -15,6 +17,7 @@ mod create;
 mod hooks;
 mod init;
 mod lifecycle;
+mod recover;
 mod restore;
 pub mod rootfs;
 
@@ -25,4 +28,5 @@ pub use lifecycle::{
     delete, kill, oci_state, pause, ps, resume, start, LifecycleError, OciState, ProcessInfo,
     OWNED_BUNDLE_MARKER,
 };
+pub use recover::{broken_reason, delete_broken, Salvage};
 pub use restore::{restore, RestoreError, RestoreOptions, Restored};
