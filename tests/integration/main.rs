@@ -38,6 +38,10 @@ mod process_cr;
 mod pty;
 /// The RPC schema and client against a real `criu swrk`.
 mod rpc;
+/// Sockets and files of process trees: a TCP client kept connected through
+/// checkpoint and restore, a UDP service, --tcp-close, --ext-unix-sk,
+/// --file-locks, --link-remap, and the refusals around them.
+mod sockets;
 /// Trees whose stdio is the caller's terminal: checkpointed with the
 /// terminal left outside, restored onto the restorer's terminal.
 mod terminals;

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
-use criu_proto::images::{FileEntry, InetSkEntry};
+use criu_proto::images::{FileEntry, InetSkEntry, InventoryEntry};
 
 use crate::magic;
 use crate::read::{self, ImageError};
@@ -98,6 +98,14 @@ pub fn inet_sockets(dir: &Path) -> Result<Vec<InetSocket>, ImageError> {
         .filter_map(|f| f.isk.as_ref())
         .map(socket_of)
         .collect())
+}
+
+/// Whether the checkpoint was taken with tcp-close (its connections can
+/// only come back closed, and CRIU wants --tcp-close at restore).
+pub fn dumped_with_tcp_close(dir: &Path) -> Result<bool, ImageError> {
+    let inventory: InventoryEntry =
+        read::single(&dir.join("inventory.img"), magic::INVENTORY, "inventory")?;
+    Ok(inventory.tcp_close == Some(true))
 }
 
 fn socket_of(s: &InetSkEntry) -> InetSocket {

@@ -154,6 +154,21 @@ pub fn set_interface_up(socket: BorrowedFd<'_>, name: &str) -> std::io::Result<(
     Ok(())
 }
 
+/// Whether `ip` is an address of this network namespace: binding a socket
+/// to it works (EADDRNOTAVAIL says it is not here). IPv6 link-local
+/// addresses need an interface and are taken as present.
+pub fn address_is_local(ip: std::net::IpAddr) -> bool {
+    if let std::net::IpAddr::V6(v6) = ip {
+        if v6.segments()[0] & 0xffc0 == 0xfe80 {
+            return true;
+        }
+    }
+    match std::net::UdpSocket::bind((ip, 0)) {
+        Ok(_) => true,
+        Err(e) => e.raw_os_error() != Some(libc::EADDRNOTAVAIL),
+    }
+}
+
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path)

@@ -70,6 +70,7 @@ pub fn run(global: &Global, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         .chain(terminals.iter().map(|(key, fd)| InheritFd { key, fd: *fd }))
         .collect();
 
+    check_sockets(&args.images_dir, args)?;
     wait_for_free_pids(&args.images_dir)?;
     let outcome = criu.restore(&request, None)?;
     if let Some(path) = &args.pid_file {
@@ -151,6 +152,56 @@ fn wait_for_free_pids(images_dir: &std::path::Path) -> anyhow::Result<()> {
                     "pid {pid} of the checkpoint is in use by a running process ({}); stop it first, or restore on a host where the pid is free",
                     std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim()
                 ),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses, before CRIU starts, a restore whose sockets cannot come back
+/// here: an established connection without --tcp-established or
+/// --tcp-close, or a socket bound to an address this network namespace
+/// lacks (CRIU would only say "Can't bind inet socket (id N)"). A
+/// checkpoint with its own network namespace brings its addresses along.
+fn check_sockets(images_dir: &std::path::Path, args: &RestoreArgs) -> anyhow::Result<()> {
+    let own_netns = std::fs::read_dir(images_dir)
+        .with_context(|| format!("cannot list {}", images_dir.display()))?
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("netns-"));
+    if own_netns {
+        return Ok(());
+    }
+    let damaged = |what: &str| {
+        format!(
+            "the images directory holds no complete checkpoint ({what} is damaged); point --images-dir at a directory written by checkpoint"
+        )
+    };
+    let sockets = crabmigrate_images::sockets::inet_sockets(images_dir)
+        .with_context(|| damaged("files.img"))?;
+    let established = |s: &&crabmigrate_images::sockets::InetSocket| {
+        s.tcp == Some(crabmigrate_images::sockets::TcpRole::Established)
+    };
+    let tcp_close_dump = crabmigrate_images::sockets::dumped_with_tcp_close(images_dir)
+        .with_context(|| damaged("inventory.img"))?;
+    if tcp_close_dump && !args.tcp_close {
+        bail!("the checkpoint was taken with --tcp-close; restore it with --tcp-close");
+    }
+    if !args.tcp_established && !args.tcp_close {
+        if let Some(connection) = sockets.iter().find(established) {
+            bail!(
+                "the checkpoint holds an established {connection}; restore with --tcp-established to keep it (it was checkpointed with it), or --tcp-close to get it back closed"
+            );
+        }
+    }
+    for socket in &sockets {
+        if args.tcp_close && established(&socket) {
+            continue;
+        }
+        if let Some(ip) = socket.specific_local_address() {
+            if !crabmigrate_runtime::host::address_is_local(ip) {
+                bail!(
+                    "the checkpoint's {socket} needs the address {ip}, which this host (network namespace) does not have; add it (ip addr add {ip}/PREFIX dev DEVICE) or restore in the namespace that has it"
+                );
             }
         }
     }
