@@ -47,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(never) => match never {},
         },
         Command::Keygen(args) => {
+            validate::output_file(&args.out, "--out")?;
             crabmigrate_migrate::key::Key::generate_file(&args.out)?;
             println!(
                 "wrote a new migration key to {}; copy it to the other host (keep it mode 0600)",

@@ -36,17 +36,19 @@ pub fn run(global: &Global, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let externals = validate::externals(&args.external, ExternalSide::Restore)?;
     // The terminals the checkpoint left outside get ours in their place.
     let terminals = terminals::stand_ins(&terminals::load(&args.images_dir)?)?;
+    let inherited = args
+        .inherit_fd
+        .iter()
+        .map(|spec| parse_inherit_fd(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Refusals come before the work directory is created.
+    check_sockets(&args.images_dir, args)?;
     let criu = super::criu(global)?;
     let work = args
         .work_dir
         .as_deref()
         .map(|w| common::open_dir(w, "work directory", true))
         .transpose()?;
-    let inherited = args
-        .inherit_fd
-        .iter()
-        .map(|spec| parse_inherit_fd(spec))
-        .collect::<anyhow::Result<Vec<_>>>()?;
 
     let mut request = RestoreRequest::new(images.as_fd());
     request.common.work_dir = work.as_ref().map(AsFd::as_fd);
@@ -70,7 +72,6 @@ pub fn run(global: &Global, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         .chain(terminals.iter().map(|(key, fd)| InheritFd { key, fd: *fd }))
         .collect();
 
-    check_sockets(&args.images_dir, args)?;
     wait_for_free_pids(&args.images_dir)?;
     let outcome = criu.restore(&request, None)?;
     if let Some(path) = &args.pid_file {

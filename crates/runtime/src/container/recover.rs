@@ -66,18 +66,18 @@ pub fn delete_broken(root: &StateRoot, id: &str) -> Result<Salvage, LifecycleErr
     let loose: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
     let mut salvage = Salvage::default();
 
-    let init = number(&loose, &text, "pid").and_then(|pid| u32::try_from(pid).ok());
-    let start = number(&loose, &text, "pid_start_time");
+    let init = field(&loose, &text, "pid")
+        .and_then(|v| v.as_u64())
+        .and_then(|pid| u32::try_from(pid).ok());
+    let start = field(&loose, &text, "pid_start_time").and_then(|v| v.as_u64());
     if let (Some(pid), Some(start)) = (init, start) {
         if pid != 0 && process_start(pid).is_some_and(|(t, state)| t == start && state != 'Z') {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             salvage.killed.push(pid);
         }
     }
-    let cgroup: Option<Cgroup> = loose
-        .get("cgroup")
-        .cloned()
-        .and_then(|c| serde_json::from_value(c).ok());
+    let cgroup: Option<Cgroup> =
+        field(&loose, &text, "cgroup").and_then(|c| serde_json::from_value(c).ok());
     if let Some(cgroup) = &cgroup {
         // A frozen cgroup would keep SIGKILL pending.
         let _ = cgroup.thaw();
@@ -106,21 +106,20 @@ pub fn delete_broken(root: &StateRoot, id: &str) -> Result<Salvage, LifecycleErr
     Ok(salvage)
 }
 
-/// A number field of the state, from the parsed JSON or, when the file
-/// does not parse, from its text (`"pid": 123`).
-fn number(loose: &serde_json::Value, text: &[u8], key: &str) -> Option<u64> {
-    if let Some(n) = loose.get(key).and_then(serde_json::Value::as_u64) {
-        return Some(n);
+/// A field of the state, from the parsed JSON or, when the file does not
+/// parse (cut short, say), from the first whole JSON value after `"KEY":`
+/// in its text.
+fn field(loose: &serde_json::Value, text: &[u8], key: &str) -> Option<serde_json::Value> {
+    if let Some(v) = loose.get(key) {
+        return Some(v.clone());
     }
     let text = String::from_utf8_lossy(text);
     let needle = format!("\"{key}\":");
     let at = text.find(&needle)? + needle.len();
-    let digits: String = text[at..]
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
+    serde_json::Deserializer::from_str(&text[at..])
+        .into_iter::<serde_json::Value>()
+        .next()?
+        .ok()
 }
 
 /// Unmounts every mount at or below `dir`, deepest first.
@@ -172,20 +171,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn numbers_come_from_json_or_from_a_damaged_text() {
+    fn fields_come_from_json_or_from_a_damaged_text() {
         let good = br#"{"pid": 42, "pid_start_time": 7}"#;
         let v: serde_json::Value = serde_json::from_slice(good).unwrap();
-        assert_eq!(number(&v, good, "pid"), Some(42));
-        let cut = br#"{"oci_version":"1.0.2","id":"x","status":"running","pid": 42,"pid_start_time":77,"bun"#;
-        assert_eq!(number(&serde_json::Value::Null, cut, "pid"), Some(42));
+        assert_eq!(field(&v, good, "pid"), Some(42.into()));
+        let cut = br#"{"id":"x","pid": 42,"pid_start_time":77,"cgroup":{"path":"/c/x"},"bun"#;
+        let none = serde_json::Value::Null;
+        assert_eq!(field(&none, cut, "pid"), Some(42.into()));
+        assert_eq!(field(&none, cut, "pid_start_time"), Some(77.into()));
         assert_eq!(
-            number(&serde_json::Value::Null, cut, "pid_start_time"),
-            Some(77)
+            field(&none, cut, "cgroup"),
+            Some(serde_json::json!({"path": "/c/x"}))
         );
-        assert_eq!(
-            number(&serde_json::Value::Null, b"\x00garbage", "pid"),
-            None
-        );
+        assert_eq!(field(&none, b"\x00garbage", "pid"), None);
+        assert_eq!(field(&none, br#"{"pid": 4"#, "pid"), Some(4.into()));
     }
 
     #[test]
