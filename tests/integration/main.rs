@@ -6,6 +6,9 @@
 /// Checkpoint archives: export, import on a fresh state root, restore into a
 /// fresh bundle; crafted hostile archives refused with nothing extracted.
 mod archives;
+/// Random argument vectors to the binary, fenced in a sandbox: no panic,
+/// no signal, no raw escape on stderr.
+mod argv_fuzz;
 /// Bad input to checkpoint and restore: missing or empty images, a pid that
 /// does not exist, truncated images.
 mod bad_input;
