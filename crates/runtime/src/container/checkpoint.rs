@@ -206,11 +206,13 @@ pub fn checkpoint(
     request.lazy_pages_port = opts.lazy_pages_port;
     request.status_fd = opts.status_fd;
     let outcome = criu.dump(&request, notify)?;
+    // The state records the last checkpoint (export takes it), also one
+    // after which the container runs on.
     if !opts.leave_running {
         state.status = Status::Checkpointed;
-        state.checkpoint = Some(opts.images_dir.clone());
-        root.save(&state)?;
     }
+    state.checkpoint = Some(opts.images_dir.clone());
+    root.save(&state)?;
     Ok(CheckpointOutcome {
         stats: outcome.stats,
         log_file: outcome.log_file,
