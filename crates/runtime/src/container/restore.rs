@@ -390,6 +390,16 @@ fn create_mount_points(bundle: &Bundle) -> Result<(), RestoreError> {
         };
         made.map_err(|e| RestoreError::Io("create the mount point", target.clone(), e))?;
     }
+    // CRIU moves the old root aside into the new root's /tmp when it
+    // restores mounts; without /tmp it makes a directory there, which a
+    // read-only root (runc spec's default) refuses: "mnt: Can't create a
+    // temporary directory: Read-only file system". A minimal rootfs often
+    // has no /tmp; make it, as runc's rootfs would have one.
+    let tmp = bundle.rootfs.join("tmp");
+    if std::fs::symlink_metadata(&tmp).is_err() {
+        std::fs::create_dir(&tmp)
+            .map_err(|e| RestoreError::Io("create the mount point", tmp.clone(), e))?;
+    }
     Ok(())
 }
 
