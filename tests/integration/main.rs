@@ -39,6 +39,9 @@ mod page_server;
 mod process_cr;
 /// A process with a pseudo-terminal: orphan-pts-master hands over the master.
 mod pty;
+/// The README's and the docs' runnable blocks, pasted into a shell on a
+/// terminal with the installed crabmigrate.
+mod readme;
 /// The RPC schema and client against a real `criu swrk`.
 mod rpc;
 /// Sockets and files of process trees: a TCP client kept connected through
