@@ -44,6 +44,7 @@ const COMMANDS: &[&str] = &[
     "inspect",
     "export",
     "import",
+    "network",
     "help",
     "nonsense",
 ];
@@ -78,6 +79,9 @@ const FLAGS: &[&str] = &[
     "--network-lock",
     "--manage-cgroups-mode",
     "--compress",
+    "--network",
+    "--cni-config-dir",
+    "--cni-plugin-dir",
     "--import",
     "--root",
     "--json",

@@ -590,6 +590,30 @@ fn cases(f: &Fixture) -> Vec<Case> {
         refuse(&["delete", "broken"], &["damaged", "delete --force broken"]),
         refuse(&["pause", "no-such-container"], &["does not exist"]),
         refuse(&["resume", c], &["needs it paused"]),
+        // network
+        refuse(
+            &["network", "check", "no-such-container"],
+            &["does not exist"],
+        ),
+        refuse(
+            &["network", "ls", "--cni-config-dir", &p("missing")],
+            &["--cni-config-dir", "missing"],
+        ),
+        usage(&["network", "frob"], &["frob"]),
+        refuse(
+            &[
+                "run",
+                "-d",
+                "x3",
+                "--bundle",
+                &bundle,
+                "--network",
+                "no-such-net",
+                "--cni-config-dir",
+                &p("empty"),
+            ],
+            &["no CNI network named no-such-net"],
+        ),
         // keygen, agent, migrate
         refuse(&["keygen", "--out", &p("key")], &["already exists"]),
         refuse(&["keygen", "--out", &p("no/dir/key")], &["no/dir/key"]),
@@ -754,10 +778,13 @@ fn every_command_has_a_bad_input_case() {
         .collect();
     assert!(commands.len() > 10, "{text}");
     let source = include_str!("bad_input.rs");
-    let table = &source[source.find("fn cases(").unwrap()..];
+    // The table without whitespace, as rustfmt may break a case anywhere.
+    let table: String = source[source.find("fn cases(").unwrap()..]
+        .split_whitespace()
+        .collect();
     for command in commands {
         assert!(
-            table.contains(&format!("&[\"{command}\"")),
+            table.contains(&format!("&[\"{command}\",")),
             "no bad-input case for `{command}`"
         );
     }

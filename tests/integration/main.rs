@@ -32,6 +32,9 @@ mod lazy_pages;
 mod migration;
 /// Network namespaces as test "hosts".
 mod netns;
+/// Containers with a CNI network: lifecycle, CHECK, delete after a crash,
+/// checkpoint/restore with a live TCP client, UDP, bad input.
+mod networks;
 /// A dump streamed to a page server in another network namespace.
 mod page_server;
 /// Process trees: checkpoint, restore, leave-running, notifications,
@@ -51,3 +54,5 @@ mod sockets;
 /// Trees whose stdio is the caller's terminal: checkpointed with the
 /// terminal left outside, restored onto the restorer's terminal.
 mod terminals;
+/// The switch, two hosts and a client, built from namespaces.
+mod topology;

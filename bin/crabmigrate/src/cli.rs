@@ -36,6 +36,20 @@ pub struct Global {
     /// How much to log on stderr (RUST_LOG overrides it)
     #[arg(long, global = true, value_enum, default_value_t = LogLevel::Warn)]
     pub log_level: LogLevel,
+
+    /// Where CNI network configuration lists are (for --network)
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/etc/cni/net.d"
+    )]
+    pub cni_config_dir: PathBuf,
+
+    /// Where CNI plugins are (repeatable, searched in order) [default:
+    /// /usr/lib/cni, then /opt/cni/bin]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cni_plugin_dir: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -95,6 +109,9 @@ pub enum Command {
     Pause(IdArgs),
     /// Thaw a paused container
     Resume(IdArgs),
+    /// CNI networks: list them, check a container's attachment
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Make a key file for migrations (give the same file to both hosts)
     Keygen(KeygenArgs),
     /// Accept migrations on this host (the destination)
@@ -388,6 +405,36 @@ pub struct CreateArgs {
     /// With process.terminal: send the pty master to this unix socket
     #[arg(long, value_name = "PATH")]
     pub console_socket: Option<PathBuf>,
+    /// Attach the container to this CNI network (the configuration list of
+    /// that name in --cni-config-dir): a network namespace of its own with
+    /// an interface eth0 and addresses from the network
+    #[arg(long, value_name = "NAME")]
+    pub network: Option<String>,
+    /// With --network: ask for this address, ADDR or ADDR/PREFIX (CNI
+    /// capability "ips"; repeatable)
+    #[arg(long, value_name = "ADDR", requires = "network")]
+    pub ip: Vec<String>,
+    /// With --network: give the container's interface this MAC (CNI
+    /// capability "mac")
+    #[arg(long, value_name = "MAC", requires = "network")]
+    pub mac: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// List the networks in --cni-config-dir: name, CNI version, plugins
+    #[command(alias = "list")]
+    Ls(NetworkLsArgs),
+    /// Run CNI CHECK on a container's network: exit status 0 when every
+    /// plugin finds the attachment as ADD made it
+    Check(IdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkLsArgs {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -117,6 +117,10 @@ fn refuses_checkpoints_that_need_their_parent() {
 fn container_archives_carry_spec_config_and_rootfs_changes() {
     let images = tempfile::tempdir().unwrap();
     common::write_checkpoint(images.path());
+    // The runtime's network attachment rides along, at the top (Podman's
+    // network.status).
+    let network = b"{\"network\":\"net1\"}";
+    std::fs::write(images.path().join(archive::NETWORK_STATUS), network).unwrap();
     let bundle = tempfile::tempdir().unwrap();
     let rootfs = bundle.path().join("rootfs");
     std::fs::create_dir_all(rootfs.join("data/sub")).unwrap();
@@ -162,6 +166,15 @@ fn container_archives_carry_spec_config_and_rootfs_changes() {
         serde_json::from_slice(&std::fs::read(dest.join("config.dump")).unwrap()).unwrap();
     assert_eq!(config["id"], "c1");
     assert_eq!(std::fs::read(dest.join("deleted.files")).unwrap(), b"[]\n");
+    assert!(imported
+        .manifest
+        .members
+        .iter()
+        .any(|m| m.path == archive::NETWORK_STATUS));
+    assert_eq!(
+        std::fs::read(dest.join(archive::NETWORK_STATUS)).unwrap(),
+        network
+    );
     // A fresh rootfs gets the changes.
     let fresh = tempfile::tempdir().unwrap();
     let applied = archive::apply_rootfs_diff(

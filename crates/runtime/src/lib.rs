@@ -5,6 +5,7 @@ pub mod cgroups;
 pub mod check;
 pub mod container;
 pub mod host;
+pub mod network;
 pub mod sockets;
 pub mod spec;
 pub mod state;

@@ -79,6 +79,9 @@ pub struct State {
     pub annotations: BTreeMap<String, String>,
     /// The images directory of the last checkpoint, if any.
     pub checkpoint: Option<PathBuf>,
+    /// The CNI network attachment, for a container with `--network`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::Attachment>,
 }
 
 /// Why state could not be read or written.
@@ -307,6 +310,7 @@ impl State {
             namespaces,
             annotations: bundle.annotations(),
             checkpoint: None,
+            network: None,
         }
     }
 
@@ -368,6 +372,7 @@ mod tests {
             namespaces: BTreeMap::new(),
             annotations: BTreeMap::new(),
             checkpoint: None,
+            network: None,
         }
     }
 

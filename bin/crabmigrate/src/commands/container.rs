@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context};
 use crabmigrate_runtime::container::{self, CreateOptions};
+use crabmigrate_runtime::network::{AddressRequest, NetworkRequest};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -20,6 +21,14 @@ pub fn create(global: &Global, args: &CreateArgs) -> anyhow::Result<ExitCode> {
 
 fn create_container(global: &Global, args: &CreateArgs) -> anyhow::Result<u32> {
     let root = super::state_root(global);
+    let network = match &args.network {
+        Some(name) => Some(NetworkRequest {
+            cni: super::cni(global),
+            name: name.clone(),
+            addresses: AddressRequest::parse(&args.ip, args.mac.as_deref())?,
+        }),
+        None => None,
+    };
     let created = container::create(
         &root,
         &args.id,
@@ -27,6 +36,7 @@ fn create_container(global: &Global, args: &CreateArgs) -> anyhow::Result<u32> {
         &CreateOptions {
             pid_file: args.pid_file.clone(),
             console_socket: args.console_socket.clone(),
+            network,
         },
     )
     .with_context(|| format!("cannot create container {}", args.id))?;
@@ -114,7 +124,7 @@ pub fn state(global: &Global, args: &IdArgs) -> anyhow::Result<ExitCode> {
 #[derive(serde::Serialize)]
 #[serde(untagged)]
 enum Listed {
-    Container(container::OciState),
+    Container(Box<container::OciState>),
     Broken {
         id: String,
         status: &'static str,
@@ -130,7 +140,7 @@ pub fn list(global: &Global, args: &ListArgs) -> anyhow::Result<ExitCode> {
         .all_ids()?
         .into_iter()
         .map(|id| match container::oci_state(&root, &id) {
-            Ok(state) => Listed::Container(state),
+            Ok(state) => Listed::Container(Box::new(state)),
             Err(e) => Listed::Broken {
                 reason: container::broken_reason(&root, &id).unwrap_or_else(|| e.to_string()),
                 id,

@@ -7,6 +7,7 @@ mod common;
 pub mod container;
 mod inspect;
 mod migrate;
+mod network;
 mod page_server;
 mod restore;
 mod validate;
@@ -40,6 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Delete(args) => container::delete(&cli.global, &args),
         Command::Pause(args) => container::pause(&cli.global, &args),
         Command::Resume(args) => container::resume(&cli.global, &args),
+        Command::Network(command) => network::run(&cli.global, &command),
         Command::Agent(args) => migrate::agent(&cli.global, &args),
         Command::Migrate(args) => migrate::migrate(&cli.global, &args),
         Command::HoldSockets => match crabmigrate_runtime::sockets::hold_sockets() {
@@ -90,6 +92,18 @@ pub fn warn(text: &str) {
 pub fn criu(global: &Global) -> anyhow::Result<Criu> {
     let binary = CriuBinary::locate(global.criu.as_deref()).context("cannot find CRIU")?;
     Ok(Criu::new(binary))
+}
+
+/// The host's CNI setup from `--cni-config-dir` and `--cni-plugin-dir`.
+pub fn cni(global: &Global) -> crabmigrate_runtime::network::Cni {
+    let mut cni = crabmigrate_runtime::network::Cni {
+        config_dir: global.cni_config_dir.clone(),
+        ..Default::default()
+    };
+    if !global.cni_plugin_dir.is_empty() {
+        cni.plugin_dirs = global.cni_plugin_dir.clone();
+    }
+    cni
 }
 
 /// The container state root from `--root`.

@@ -269,6 +269,7 @@ fn run_container(global: &Global, id: &str, args: &RestoreArgs) -> anyhow::Resul
         network_lock: common::network_lock(args.network_lock),
         manage_cgroups_mode: common::cgroup_mode(args.manage_cgroups_mode),
         external: validate::externals(&args.external, ExternalSide::Restore)?,
+        cni: super::cni(global),
         log_level: common::log_level(args.criu_log_level),
     };
     let restored = container::restore(&criu, &root, id, &opts, None)

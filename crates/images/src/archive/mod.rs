@@ -9,6 +9,7 @@
 //! spec.dump                   the container's OCI spec (its config.json)
 //! rootfs-diff.tar             files of the rootfs changed since the container started
 //! deleted.files               JSON list of rootfs files deleted (always empty, see docs)
+//! network.status              the container's CNI network attachment, when it has one
 //! stats-dump                  CRIU's dump statistics
 //! ```
 //!
@@ -40,6 +41,10 @@ pub const SPEC_DUMP: &str = "spec.dump";
 pub const ROOTFS_DIFF: &str = "rootfs-diff.tar";
 /// Deleted rootfs files, a JSON list (Podman: `deleted.files`).
 pub const DELETED_FILES: &str = "deleted.files";
+/// The container's CNI network attachment (Podman: `network.status`); the
+/// runtime writes it into the images directory, the archive keeps it at
+/// the top and import puts it back beside the images.
+pub const NETWORK_STATUS: &str = "network.status";
 /// The `format` field of every manifest.
 pub const FORMAT: &str = "crabmigrate-checkpoint-archive";
 /// The manifest version written and read.
@@ -58,6 +63,7 @@ pub(crate) const TOP_LEVEL: &[&str] = &[
     SPEC_DUMP,
     ROOTFS_DIFF,
     DELETED_FILES,
+    NETWORK_STATUS,
     "stats-dump",
     "stats-restore",
 ];

@@ -14,7 +14,11 @@
 //! - any other terminal a process of the container holds without its
 //!   master (stderr left on the caller's terminal by `run -d`) is external
 //!   and recorded for restore (see [`crate::terminals`]);
-//! - the `org.criu.config` annotation names a CRIU configuration file.
+//! - the `org.criu.config` annotation names a CRIU configuration file;
+//! - a container with a CNI network joined its namespace, which is
+//!   external too; the attachment goes into the images (`network.status`)
+//!   and, once the container is gone, the network is released (DEL) so a
+//!   restore can take the same addresses.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
@@ -102,6 +106,10 @@ pub enum CheckpointError {
     Dump(#[from] criu_rpc::DumpError),
     #[error(transparent)]
     PreDump(#[from] criu_rpc::PreDumpError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
+    #[error(transparent)]
+    NetworkSpec(#[from] crate::network::JoinError),
 }
 
 /// Checkpoints container `id`. `notify`, if given, sees CRIU's dump
@@ -121,8 +129,12 @@ pub fn checkpoint(
             status: state.status,
         });
     }
-    let bundle =
+    let mut bundle =
         spec::load(&state.bundle).map_err(|e| CheckpointError::Bundle(id.to_owned(), e))?;
+    let network = state.network.clone().filter(|n| !n.released);
+    if let Some(net) = &network {
+        crate::network::join_in_spec(&mut bundle.spec, &net.netns)?;
+    }
     let parent = match &opts.parent_path {
         Some(p) if p.is_absolute() => return Err(CheckpointError::Parent(p.clone())),
         Some(p) if !opts.images_dir.join(p).is_dir() => {
@@ -205,11 +217,24 @@ pub fn checkpoint(
     request.options = options;
     request.lazy_pages_port = opts.lazy_pages_port;
     request.status_fd = opts.status_fd;
+    if let Some(net) = &network {
+        net.write(&opts.images_dir.join(crate::network::NETWORK_STATUS))?;
+    }
     let outcome = criu.dump(&request, notify)?;
     // The state records the last checkpoint (export takes it), also one
     // after which the container runs on.
     if !opts.leave_running {
         state.status = Status::Checkpointed;
+        // The processes are gone: the addresses go back to the network,
+        // for the restore to take them again.
+        if let (Some(net), Some(kept)) = (&network, state.network.as_mut()) {
+            match crate::network::release(net) {
+                Ok(()) => kept.released = true,
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "cannot release the network of the checkpointed container; delete releases it")
+                }
+            }
+        }
     }
     state.checkpoint = Some(opts.images_dir.clone());
     root.save(&state)?;

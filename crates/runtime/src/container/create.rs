@@ -16,6 +16,7 @@ use super::hooks::{self, HookState};
 use super::init::{self, InitConfig, Message};
 use super::rootfs::MountKind;
 use crate::cgroups::{Cgroup, Resources};
+use crate::network;
 use crate::spec::{self, Bundle};
 use crate::state::{State, StateRoot, Status};
 
@@ -26,6 +27,8 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     /// With `process.terminal`, send the pty master to this unix socket.
     pub console_socket: Option<PathBuf>,
+    /// Attach the container to this CNI network (`--network`).
+    pub network: Option<network::NetworkRequest>,
 }
 
 /// A created container and the spec fields crabmigrate accepted without
@@ -65,6 +68,10 @@ pub enum CreateError {
     Hook(#[from] hooks::HookError),
     #[error("{field} {value:?} is not valid here")]
     Invalid { field: &'static str, value: String },
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
+    #[error(transparent)]
+    NetworkSpec(#[from] network::JoinError),
 }
 
 /// Removes what a failed `create` made.
@@ -73,6 +80,8 @@ struct Cleanup<'a> {
     id: String,
     cgroup: Option<Cgroup>,
     init: Option<i32>,
+    /// Released (DEL) when dropped.
+    network: Option<network::Prepared>,
     armed: bool,
 }
 
@@ -102,7 +111,8 @@ pub fn create(
     options: &CreateOptions,
 ) -> Result<Created, CreateError> {
     spec::validate_id(id).map_err(CreateError::Id)?;
-    let bundle = spec::load(bundle_dir).map_err(|e| CreateError::Bundle(bundle_dir.into(), e))?;
+    let mut bundle =
+        spec::load(bundle_dir).map_err(|e| CreateError::Bundle(bundle_dir.into(), e))?;
     let warnings = bundle.warnings.clone();
     let terminal = bundle
         .spec
@@ -116,6 +126,18 @@ pub fn create(
     if threads() != Some(1) {
         return Err(CreateError::Threaded);
     }
+    // A bad network (unknown name, missing plugin) is refused before
+    // anything is made.
+    let net_config = match &options.network {
+        Some(request) => {
+            network::check_spec(&bundle.spec)?;
+            let config = request.resolve()?;
+            let ips: Vec<_> = request.addresses.ips.iter().map(|n| n.addr()).collect();
+            network::addresses_free(root, &config, &ips, None)?;
+            Some(config)
+        }
+        None => None,
+    };
 
     let dir = root.create_dir(id)?;
     let mut cleanup = Cleanup {
@@ -123,6 +145,7 @@ pub fn create(
         id: id.to_owned(),
         cgroup: None,
         init: None,
+        network: None,
         armed: true,
     };
     let cgroup_path = spec::cgroup_path(&bundle.spec, id)
@@ -130,6 +153,13 @@ pub fn create(
     let cgroup =
         Cgroup::create(&cgroup_path, &resources(&bundle.spec)).map_err(CreateError::Cgroup)?;
     cleanup.cgroup = Some(cgroup.clone());
+    if let (Some(request), Some(config)) = (&options.network, &net_config) {
+        let prepared = network::prepare(&request.cni, config, id, &request.addresses, false)?;
+        let attachment = prepared.attachment();
+        attachment.write(&dir.join(network::ATTACHMENT_FILE))?;
+        network::join_in_spec(&mut bundle.spec, &attachment.netns)?;
+        cleanup.network = Some(prepared);
+    }
 
     let fifo_path = dir.join("exec.fifo");
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o600))
@@ -187,7 +217,7 @@ pub fn create(
     result?;
     let pid = init_pid.ok_or(CreateError::InitVanished)? as u32;
 
-    let state = State::for_bundle(
+    let mut state = State::for_bundle(
         &bundle,
         id,
         Status::Created,
@@ -195,11 +225,15 @@ pub fn create(
         cgroup,
         namespace_paths(&bundle.spec, pid),
     );
+    state.network = cleanup.network.as_ref().map(|n| n.attachment().clone());
     root.save(&state)?;
     if let Some(path) = &options.pid_file {
         write_pid_file(path, pid)?;
     }
     cleanup.armed = false;
+    if let Some(prepared) = cleanup.network.take() {
+        prepared.keep();
+    }
     Ok(Created { state, warnings })
 }
 

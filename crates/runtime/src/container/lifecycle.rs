@@ -39,6 +39,8 @@ pub enum LifecycleError {
     Stuck(String, Duration),
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
+    #[error("cannot release the network of container {0}; fix the cause or delete with --force")]
+    Network(String, #[source] crate::network::NetworkError),
 }
 
 fn wrong(state: &State, action: &'static str, wanted: &'static str) -> LifecycleError {
@@ -111,7 +113,8 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleError> {
     let state = match load(root, id) {
         Ok(state) => state,
-        // A damaged or missing state.json: remove what can be found.
+        // A damaged state.json, or none (a create that died before writing
+        // it): release what it attached, remove what can be found.
         Err(LifecycleError::State(_)) if force && super::broken_reason(root, id).is_some() => {
             super::delete_broken(root, id)?;
             return Ok(());
@@ -142,6 +145,15 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleEr
                 return Err(LifecycleError::Stuck(id.to_owned(), KILL_WAIT));
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    if let Some(net) = state.network.as_ref().filter(|n| !n.released) {
+        match crate::network::release(net) {
+            Ok(()) => {}
+            Err(e) if force => {
+                tracing::warn!(id, error = %e, "cannot release the container's network; deleting anyway")
+            }
+            Err(e) => return Err(LifecycleError::Network(id.to_owned(), e)),
         }
     }
     if let Some(cgroup) = &state.cgroup {
@@ -231,6 +243,9 @@ pub struct OciState {
     pub rootfs: PathBuf,
     pub created: u64,
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// The CNI network attachment (`--network`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkStatus>,
 }
 
 /// The state of `id`, as `crabmigrate state` prints it.
@@ -246,6 +261,7 @@ pub fn oci_state(root: &StateRoot, id: &str) -> Result<OciState, LifecycleError>
         rootfs: s.rootfs,
         created: s.created,
         annotations: s.annotations,
+        network: s.network.as_ref().map(crate::network::Attachment::status),
     })
 }
 

@@ -19,6 +19,7 @@ mod init;
 mod lifecycle;
 mod recover;
 mod restore;
+mod restore_network;
 pub mod rootfs;
 
 pub use checkpoint::{checkpoint, CheckpointError, CheckpointOptions, CheckpointOutcome};
@@ -29,4 +30,4 @@ pub use lifecycle::{
     OWNED_BUNDLE_MARKER,
 };
 pub use recover::{broken_reason, delete_broken, Salvage};
-pub use restore::{restore, RestoreError, RestoreOptions, Restored};
+pub use restore::{restore, restore_networked, RestoreError, RestoreOptions, Restored};

@@ -7,7 +7,8 @@
 //! from the damaged file read as loosely as possible: the init's pid with
 //! its start time (so a recycled pid is never killed) and the recorded
 //! cgroup; mounts come from the mount table (the restore's `criu-root`
-//! under the container's directory).
+//! under the container's directory); a CNI network attachment from its own
+//! record.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,6 +33,8 @@ pub struct Salvage {
     pub cgroup: Option<String>,
     /// Mounts under the container's directory taken down.
     pub unmounted: Vec<PathBuf>,
+    /// A recorded CNI network attachment was released.
+    pub network_released: bool,
 }
 
 /// Why a container's state is unusable, if it is: the one-line reason
@@ -102,6 +105,10 @@ pub fn delete_broken(root: &StateRoot, id: &str) -> Result<Salvage, LifecycleErr
         salvage.cgroup = Some(cgroup.path().to_owned());
     }
     salvage.unmounted = unmount_under(&dir);
+    // A CNI attachment is recorded in a file of its own, which survives a
+    // damaged state.json.
+    salvage.network_released = crate::network::release_leftover(root, id)
+        .map_err(|e| LifecycleError::Network(id.to_owned(), e))?;
     root.remove(id)?;
     Ok(salvage)
 }

@@ -17,7 +17,10 @@
 //! - The restored init is the caller's child (rst_sibling).
 //! - Notifications: setup-namespaces runs the prestart and createRuntime
 //!   hooks with the new pid, post-restore records it, orphan-pts-master goes
-//!   to the console socket.
+//!   to the console socket, network-unlock unlocks a recreated CNI network.
+//! - A checkpoint with a CNI network gets a new namespace with the same
+//!   addresses and MAC, locked until CRIU's network-unlock
+//!   (`restore_network.rs`).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -34,8 +37,10 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::checkpoint::{masked_is_file, DESCRIPTORS, EXT_NET_NS, EXT_PID_NS};
 use super::hooks::{self, HookState};
+use super::restore_network;
 use super::rootfs::{secure_join, MountKind, DEFAULT_DEVICES};
 use crate::cgroups::Cgroup;
+use crate::network::{self, Prepared};
 use crate::spec::{self, Bundle};
 use crate::state::{State, StateRoot, Status};
 
@@ -66,6 +71,8 @@ pub struct RestoreOptions {
     /// More externals, in CRIU's syntax.
     pub external: Vec<External>,
     pub log_level: LogLevel,
+    /// The host's CNI setup, for a checkpoint with a network.
+    pub cni: network::Cni,
 }
 
 /// A restored container.
@@ -104,6 +111,10 @@ pub enum RestoreError {
     NoConsoleSocket,
     #[error(transparent)]
     Terminal(#[from] crate::terminals::TerminalError),
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
+    #[error(transparent)]
+    NetworkSpec(#[from] network::JoinError),
 }
 
 /// Restores container `id` from `opts.images_dir` with `opts.bundle`.
@@ -116,6 +127,22 @@ pub fn restore(
     root: &StateRoot,
     id: &str,
     opts: &RestoreOptions,
+    observer: Option<&mut dyn Notify>,
+) -> Result<Restored, RestoreError> {
+    restore_networked(criu, root, id, opts, None, observer)
+}
+
+/// [`restore`] into a network namespace prepared beforehand (a migration
+/// destination prepares it, locked, before the source freezes): `network`
+/// replaces the one the checkpoint's `network.status` would get. It is
+/// unlocked in CRIU's network-unlock notification and released if the
+/// restore fails.
+pub fn restore_networked(
+    criu: &Criu,
+    root: &StateRoot,
+    id: &str,
+    opts: &RestoreOptions,
+    network: Option<Prepared>,
     observer: Option<&mut dyn Notify>,
 ) -> Result<Restored, RestoreError> {
     spec::validate_id(id).map_err(RestoreError::Id)?;
@@ -134,7 +161,7 @@ pub fn restore(
         Err(crate::state::StateError::NotFound { .. }) => None,
         Err(e) => return Err(e.into()),
     };
-    let bundle =
+    let mut bundle =
         spec::load(&opts.bundle).map_err(|e| RestoreError::Bundle(opts.bundle.clone(), e))?;
     // The terminal's new master can only go to a console socket; without
     // one CRIU fails obscurely ("Found slave peer index N without
@@ -145,6 +172,12 @@ pub fn restore(
     // Checked before anything is created: the terminals the checkpoint
     // left outside need one of ours in their place.
     let terminals = crate::terminals::stand_ins(&crate::terminals::load(&opts.images_dir)?)?;
+    // The checkpoint's network, its plugins and free addresses: checked
+    // before anything is touched.
+    let net_plan = match &network {
+        Some(_) => None,
+        None => restore_network::plan(root, id, opts, previous.as_ref(), &bundle.spec)?,
+    };
     let dir = match &previous {
         Some(_) => root.container_dir(id),
         None => root.create_dir(id)?,
@@ -162,6 +195,15 @@ pub fn restore(
         .map_err(RestoreError::Cgroup)?;
     if previous.is_none() {
         cleanup.cgroup = Some(cgroup.clone());
+    }
+    // Released (DEL) if the restore fails.
+    let mut network = match (network, net_plan) {
+        (Some(prepared), _) => Some(prepared),
+        (None, Some(plan)) => Some(plan.prepare(opts, id, previous.as_ref())?),
+        (None, None) => None,
+    };
+    if let Some(prepared) = &network {
+        restore_network::adopt(prepared, &mut bundle.spec, &dir)?;
     }
     create_mount_points(&bundle)?;
     let criu_root = dir.join("criu-root");
@@ -248,12 +290,23 @@ pub fn restore(
         id,
         console,
         pid: None,
+        network: network.as_mut(),
         observer,
     };
     let in_cgroup = criu.clone().with_launcher(Arc::new(CgroupLauncher {
         cgroup: cgroup.clone(),
     }));
     let outcome = in_cgroup.restore(&request, Some(&mut notify))?;
+    drop(notify);
+    if let Some(prepared) = network.as_mut().filter(|p| p.is_locked()) {
+        // CRIU sends network-unlock only for a tree with its own network
+        // namespace; never leave the workload locked.
+        tracing::warn!(
+            id,
+            "CRIU sent no network-unlock; unlocking after the restore"
+        );
+        restore_network::unlock(prepared)?;
+    }
     if let Some(path) = cleanup.mount.take() {
         unmount(&path);
     }
@@ -268,6 +321,7 @@ pub fn restore(
         super::create::namespace_paths(&bundle.spec, pid),
     );
     state.checkpoint = Some(opts.images_dir.clone());
+    state.network = network.map(Prepared::keep);
     root.save(&state)?;
     if let Some(path) = &opts.pid_file {
         let tmp = path.with_extension("tmp");
@@ -498,6 +552,8 @@ struct RestoreNotify<'a, 'o> {
     id: &'a str,
     console: Option<UnixStream>,
     pid: Option<i32>,
+    /// A recreated CNI network, locked until network-unlock.
+    network: Option<&'a mut Prepared>,
     observer: Option<&'o mut dyn Notify>,
 }
 
@@ -535,6 +591,15 @@ impl Notify for RestoreNotify<'_, '_> {
         self.observer
             .as_mut()
             .map_or(Ok(()), |o| o.post_restore(pid))
+    }
+
+    fn network_unlock(&mut self) -> NotifyResult {
+        if let Some(prepared) = self.network.as_deref_mut() {
+            restore_network::unlock(prepared)?;
+        }
+        self.observer
+            .as_mut()
+            .map_or(Ok(()), |o| o.network_unlock())
     }
 
     fn pre_resume(&mut self) -> NotifyResult {
