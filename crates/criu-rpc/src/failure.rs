@@ -187,7 +187,7 @@ impl KnownFailure {
     pub fn remedy(self) -> &'static str {
         match self {
             Self::MountNotDumped => {
-                "close the file or open it inside the tree's mount namespace, or declare it with --external file[MNT_ID:INODE] (hex, from /proc/PID/fdinfo/FD and stat) and give it back at restore with --inherit-fd"
+                "if it is the workload's stdio (a detached container writing to a host file), give it /dev/null, a pipe or a terminal instead; else close the file, open it inside the tree's mount namespace, or declare it with --external file[MNT_ID:INODE] (hex, from /proc/PID/fdinfo/FD and stat) and give it back at restore with --inherit-fd"
             }
             Self::NetworkLockFailed => {
                 "install iptables (apt-get install iptables) or pick another lock with --network-lock nftables; crabmigrate check shows which lock this host has"

@@ -187,6 +187,15 @@ fn cases() -> Vec<Case> {
             headline: Some("inet: Can't bind inet socket (id 26): Cannot assign requested address"),
         },
         Case {
+            criu: "4.2.1",
+            situation: "restore without --tcp-close of a checkpoint taken with it",
+            request: Restore,
+            page_server: false,
+            log: "Error (criu/image.c:94): Need to set the --tcp-close options.\n",
+            want: KnownFailure::TcpCloseNeeded,
+            headline: Some("Need to set the --tcp-close options."),
+        },
+        Case {
             criu: "4.1.1",
             situation: "a Redis server (TCP listener) on Linux 6.18",
             request: Dump,

@@ -43,7 +43,7 @@ pub fn broken_reason(root: &StateRoot, id: &str) -> Option<String> {
     match root.load(id) {
         Ok(_) => None,
         Err(StateError::NotFound { .. }) if root.container_dir(id).is_dir() => {
-            Some("state.json is missing (a create or restore stopped half-way)".to_owned())
+            Some("state.json does not exist (a create or restore stopped half-way)".to_owned())
         }
         Err(StateError::Corrupt { source, .. }) => {
             Some(format!("state.json is damaged ({source})"))
@@ -217,7 +217,7 @@ mod tests {
         let reason = broken_reason(&root, "damaged").unwrap();
         assert!(reason.contains("damaged"), "{reason}");
         let reason = broken_reason(&root, "half").unwrap();
-        assert!(reason.contains("missing"), "{reason}");
+        assert!(reason.contains("does not exist"), "{reason}");
         // pid 4 with no start time: nothing is killed.
         assert_eq!(delete_broken(&root, "damaged").unwrap(), Salvage::default());
         assert_eq!(delete_broken(&root, "half").unwrap(), Salvage::default());
