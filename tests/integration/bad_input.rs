@@ -21,6 +21,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use criu_rpc::{DumpRequest, KnownFailure, RestoreRequest};
+
+use crate::bad_input_cases::cases;
 use testkit::{container_id, BusyboxBundle, KillOnDrop, Runtime, Tick, Workload};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -61,23 +63,23 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (bool, u64, i64, i64)> {
 }
 
 /// One bad input.
-struct Case {
+pub(crate) struct Case {
     /// Arguments after `crabmigrate --root ROOT`.
-    args: Vec<String>,
+    pub(crate) args: Vec<String>,
     /// The exit status.
-    code: i32,
+    pub(crate) code: i32,
     /// The start of the first line on stderr.
-    starts: &'static str,
+    pub(crate) starts: &'static str,
     /// Words the first line must hold.
-    holds: Vec<String>,
+    pub(crate) holds: Vec<String>,
     /// Directories that may appear, with what is in them (the images
     /// directory with CRIU's log, for a case that reaches CRIU).
-    may_create: Vec<PathBuf>,
+    pub(crate) may_create: Vec<PathBuf>,
     /// Run as the user nobody (privilege cases).
-    as_nobody: bool,
+    pub(crate) as_nobody: bool,
 }
 
-fn refuse(args: &[&str], holds: &[&str]) -> Case {
+pub(crate) fn refuse(args: &[&str], holds: &[&str]) -> Case {
     Case {
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         code: 1,
@@ -88,7 +90,7 @@ fn refuse(args: &[&str], holds: &[&str]) -> Case {
     }
 }
 
-fn usage(args: &[&str], holds: &[&str]) -> Case {
+pub(crate) fn usage(args: &[&str], holds: &[&str]) -> Case {
     Case {
         code: 2,
         starts: "error: ",
@@ -98,16 +100,16 @@ fn usage(args: &[&str], holds: &[&str]) -> Case {
 
 /// What the cases act on: a running workload and container, good and
 /// damaged checkpoints, files of every kind.
-struct Fixture {
-    sandbox: tempfile::TempDir,
+pub(crate) struct Fixture {
+    pub(crate) sandbox: tempfile::TempDir,
     /// Not compared: the workloads' state files change all the time.
-    live: tempfile::TempDir,
-    rt: Runtime,
-    workload: Workload,
-    bundle: BusyboxBundle,
-    container: String,
-    container_pid: u64,
-    nobody_binary: PathBuf,
+    pub(crate) live: tempfile::TempDir,
+    pub(crate) rt: Runtime,
+    pub(crate) workload: Workload,
+    pub(crate) bundle: BusyboxBundle,
+    pub(crate) container: String,
+    pub(crate) container_pid: u64,
+    pub(crate) nobody_binary: PathBuf,
 }
 
 impl Fixture {
@@ -218,7 +220,7 @@ impl Fixture {
         }
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.sandbox
             .path()
             .join(name)
@@ -261,442 +263,6 @@ impl Fixture {
         }
         Ok(())
     }
-}
-
-/// The table: every command, its classic mistakes.
-fn cases(f: &Fixture) -> Vec<Case> {
-    let w = f.workload.pid().to_string();
-    let c = f.container.as_str();
-    let p = |n: &str| f.path(n);
-    let out = p("out");
-    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .unwrap()
-        .trim()
-        .to_owned();
-    let vanished = vanished_pid().to_string();
-    let me = std::process::id().to_string();
-    let bundle = f.bundle.path().to_str().unwrap().to_owned();
-    let mut page_server = refuse(
-        &[
-            "checkpoint",
-            "--pid",
-            &w,
-            "--images-dir",
-            &out,
-            "--page-server",
-            "127.0.0.1:1",
-            "--leave-running",
-        ],
-        &["page server", "the workload keeps running"],
-    );
-    page_server.may_create = vec![PathBuf::from(&out)];
-    let mut nobody = refuse(&["check"], &["not running as root", "as root"]);
-    nobody.as_nobody = true;
-    vec![
-        // check
-        refuse(
-            &["check", "--criu", "/nonexistent/criu"],
-            &["/nonexistent/criu"],
-        ),
-        nobody,
-        usage(&["check", "--jsno"], &["--jsno"]),
-        // checkpoint and pre-dump of a process tree
-        usage(&["checkpoint", "--images-dir", &out], &["required"]),
-        refuse(
-            &["checkpoint", "--pid", "0", "--images-dir", &out],
-            &["pid 0"],
-        ),
-        refuse(
-            &["checkpoint", "--pid", &pid_max, "--images-dir", &out],
-            &["pid_max"],
-        ),
-        refuse(
-            &["checkpoint", "--pid", &vanished, "--images-dir", &out],
-            &["does not exist"],
-        ),
-        refuse(
-            &["checkpoint", "--pid", "1", "--images-dir", &out],
-            &["process 1", "init"],
-        ),
-        refuse(
-            &["checkpoint", "--pid", &me, "--images-dir", &out],
-            &["one of its parents"],
-        ),
-        refuse(
-            &["checkpoint", "--pid", "2", "--images-dir", &out],
-            &["kernel thread"],
-        ),
-        usage(
-            &["checkpoint", "--pid", "-5", "--images-dir", &out],
-            &["-5"],
-        ),
-        refuse(
-            &[
-                "checkpoint",
-                "--pid",
-                &w,
-                "--images-dir",
-                &out,
-                "--external",
-                "garbage",
-            ],
-            &["\"garbage\"", "TYPE[ID]"],
-        ),
-        refuse(
-            &[
-                "checkpoint",
-                "--pid",
-                &w,
-                "--images-dir",
-                &out,
-                "--external",
-                "mnt[data]:k",
-            ],
-            &["mnt[/MOUNTPOINT]:KEY"],
-        ),
-        refuse(
-            &[
-                "checkpoint",
-                "--pid",
-                &w,
-                "--images-dir",
-                &out,
-                "--external",
-                "veth[eth0]:x",
-            ],
-            &["named at restore"],
-        ),
-        refuse(
-            &[
-                "checkpoint",
-                "--pid",
-                &w,
-                "--images-dir",
-                &out,
-                "--page-server",
-                "nohost",
-            ],
-            &["\"nohost\" is not HOST:PORT"],
-        ),
-        refuse(
-            &[
-                "checkpoint",
-                "--pid",
-                &w,
-                "--images-dir",
-                &out,
-                "--page-server",
-                "127.0.0.1:0",
-            ],
-            &["port 0"],
-        ),
-        refuse(
-            &["checkpoint", "--pid", &w, "--images-dir", &p("file")],
-            &["is not a directory"],
-        ),
-        refuse(
-            &[
-                "checkpoint",
-                "--pid",
-                &w,
-                "--images-dir",
-                &format!("{}/sub", p("file")),
-            ],
-            &["is a file"],
-        ),
-        refuse(
-            &[
-                "checkpoint",
-                "--pid",
-                &w,
-                "--images-dir",
-                &out,
-                "--parent-dir",
-                &p("nope"),
-            ],
-            &["parent images directory", "does not exist"],
-        ),
-        refuse(
-            &[
-                "checkpoint",
-                "--pid",
-                &w,
-                "--images-dir",
-                &out,
-                "--lazy-pages",
-                "--port",
-                "0",
-            ],
-            &["--port 0"],
-        ),
-        usage(
-            &[
-                "checkpoint",
-                "--pid",
-                &w,
-                "--images-dir",
-                &out,
-                "--criu-log-level",
-                "9",
-            ],
-            &["9"],
-        ),
-        usage(
-            &[
-                "checkpoint",
-                "--pid",
-                &w,
-                "--images-dir",
-                &out,
-                "--lazy-pages",
-            ],
-            &["required"],
-        ),
-        page_server,
-        refuse(
-            &[
-                "pre-dump",
-                "--pid",
-                &w,
-                "--images-dir",
-                &out,
-                "--external",
-                "tty[zz:1]",
-            ],
-            &["in hex"],
-        ),
-        // checkpoint of a container
-        refuse(
-            &["checkpoint", "no-such-container", "--images-dir", &out],
-            &["does not exist"],
-        ),
-        refuse(
-            &["checkpoint", "../escape", "--images-dir", &out],
-            &["invalid container ID"],
-        ),
-        refuse(
-            &[
-                "checkpoint",
-                c,
-                "--images-dir",
-                &out,
-                "--external",
-                "mnt[]:x",
-            ],
-            &["FLAGS"],
-        ),
-        // restore
-        refuse(
-            &["restore", "--images-dir", &p("missing")],
-            &["does not exist"],
-        ),
-        refuse(
-            &["restore", "--images-dir", &p("empty")],
-            &["no checkpoint", "inventory.img"],
-        ),
-        refuse(
-            &["restore", "--images-dir", &p("empty-pstree")],
-            &["lists no process"],
-        ),
-        refuse(
-            &["restore", "--images-dir", &p("no-core")],
-            &["core-", "is missing"],
-        ),
-        refuse(
-            &["restore", "--images-dir", &p("cut-inventory")],
-            &["damaged", "inventory.img"],
-        ),
-        refuse(
-            &[
-                "restore",
-                "--images-dir",
-                &p("good"),
-                "--pid-file",
-                &p("no/dir/pid"),
-            ],
-            &["--pid-file", "does not exist"],
-        ),
-        refuse(
-            &[
-                "restore",
-                "--images-dir",
-                &p("good"),
-                "--external",
-                "tty[8800:1a]",
-            ],
-            &["--inherit-fd"],
-        ),
-        refuse(
-            &[
-                "restore",
-                "--images-dir",
-                &p("good"),
-                "--inherit-fd",
-                "fd[99]:pipe:[1]",
-            ],
-            &["descriptor 99"],
-        ),
-        refuse(
-            &[
-                "restore",
-                "--images-dir",
-                &p("good"),
-                "--inherit-fd",
-                "nonsense",
-            ],
-            &["is not fd[N]:KEY"],
-        ),
-        usage(
-            &["restore", "some-id", "--images-dir", &p("good")],
-            &["required"],
-        ),
-        refuse(
-            &[
-                "restore",
-                "new-id",
-                "--bundle",
-                &p("missing"),
-                "--images-dir",
-                &p("good"),
-            ],
-            &["bundle"],
-        ),
-        // create, start, run
-        refuse(&["create", "x1", "--bundle", &p("missing")], &["bundle"]),
-        refuse(
-            &["create", "../x", "--bundle", &bundle],
-            &["invalid container ID"],
-        ),
-        refuse(&["create", c, "--bundle", &bundle], &["already exists"]),
-        refuse(
-            &["run", "-d", "x2", "--bundle", &p("empty")],
-            &["config.json"],
-        ),
-        refuse(&["start", "no-such-container"], &["does not exist"]),
-        refuse(&["start", c], &["is running", "created"]),
-        // state, list, ps
-        refuse(&["state", "no-such-container"], &["does not exist"]),
-        refuse(
-            &["state", "broken"],
-            &["not a valid container state", "delete --force"],
-        ),
-        usage(&["list", "--format", "table"], &["--format"]),
-        refuse(&["ps", "no-such-container"], &["does not exist"]),
-        // kill, delete, pause, resume
-        refuse(&["kill", c, "SIGFOO"], &["\"SIGFOO\" is not a signal name"]),
-        refuse(&["kill", c, "999"], &["999 is not a signal number"]),
-        refuse(&["kill", "no-such-container"], &["does not exist"]),
-        refuse(&["delete", c], &["is running", "--force"]),
-        refuse(&["delete", "broken"], &["damaged", "delete --force broken"]),
-        refuse(&["pause", "no-such-container"], &["does not exist"]),
-        refuse(&["resume", c], &["needs it paused"]),
-        // network
-        refuse(
-            &["network", "check", "no-such-container"],
-            &["does not exist"],
-        ),
-        refuse(
-            &["network", "ls", "--cni-config-dir", &p("missing")],
-            &["--cni-config-dir", "missing"],
-        ),
-        usage(&["network", "frob"], &["frob"]),
-        refuse(
-            &[
-                "run",
-                "-d",
-                "x3",
-                "--bundle",
-                &bundle,
-                "--network",
-                "no-such-net",
-                "--cni-config-dir",
-                &p("empty"),
-            ],
-            &["no CNI network named no-such-net"],
-        ),
-        // keygen, agent, migrate
-        refuse(&["keygen", "--out", &p("key")], &["already exists"]),
-        refuse(&["keygen", "--out", &p("no/dir/key")], &["no/dir/key"]),
-        refuse(
-            &["agent", "--listen", "nohost", "--key-file", &p("no-key")],
-            &["no-key"],
-        ),
-        refuse(
-            &[
-                "migrate",
-                "--pid",
-                &w,
-                "--to",
-                "127.0.0.1:1",
-                "--key-file",
-                &p("no-key"),
-            ],
-            &["no-key"],
-        ),
-        usage(
-            &["migrate", "--pid", &w, "--key-file", &p("key")],
-            &["required"],
-        ),
-        // page-server, lazy-pages
-        refuse(
-            &["page-server", "--images-dir", &p("file"), "--port", "1"],
-            &["not a directory"],
-        ),
-        refuse(
-            &[
-                "lazy-pages",
-                "--images-dir",
-                &p("good"),
-                "--page-server",
-                "nohost",
-            ],
-            &["\"nohost\" is not HOST:PORT"],
-        ),
-        refuse(
-            &[
-                "lazy-pages",
-                "--images-dir",
-                &p("good"),
-                "--page-server",
-                "127.0.0.1:0",
-            ],
-            &["port 0"],
-        ),
-        // inspect, export, import
-        refuse(&["inspect", &p("missing")], &["missing"]),
-        refuse(&["inspect", &p("empty")], &["no checkpoint"]),
-        refuse(
-            &["export", "--images-dir", &p("missing"), "-o", &out],
-            &["missing"],
-        ),
-        refuse(
-            &[
-                "export",
-                "--images-dir",
-                &p("good"),
-                "-o",
-                &p("no/dir/a.tar"),
-            ],
-            &["--output", "does not exist"],
-        ),
-        refuse(
-            &["export", "no-such-container", "-o", &out],
-            &["does not exist"],
-        ),
-        refuse(
-            &["import", &p("not-a-tar"), "--images-dir", &out],
-            &["is not a tar archive"],
-        ),
-        refuse(
-            &["import", &p("evil\x1b[2J.tar"), "--images-dir", &out],
-            &["evil\\u{1b}[2J.tar"],
-        ),
-        refuse(
-            &["import", &p("missing"), "--images-dir", &out],
-            &["missing"],
-        ),
-        usage(&["frobnicate"], &["frobnicate"]),
-    ]
 }
 
 #[test]
@@ -777,7 +343,7 @@ fn every_command_has_a_bad_input_case() {
         .filter(|c| *c != "help")
         .collect();
     assert!(commands.len() > 10, "{text}");
-    let source = include_str!("bad_input.rs");
+    let source = include_str!("bad_input_cases.rs");
     // The table without whitespace, as rustfmt may break a case anywhere.
     let table: String = source[source.find("fn cases(").unwrap()..]
         .split_whitespace()

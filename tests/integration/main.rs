@@ -9,9 +9,12 @@ mod archives;
 /// Random argument vectors to the binary, fenced in a sandbox: no panic,
 /// no signal, no raw escape on stderr.
 mod argv_fuzz;
-/// Bad input to checkpoint and restore: missing or empty images, a pid that
-/// does not exist, truncated images.
+/// The bad-input suite: every command given what a newcomer gets wrong,
+/// refused with its cause and nothing changed; a truncated inventory; a
+/// broken container listed and force-deleted.
 mod bad_input;
+/// The bad-input suite's table of cases, one or more per command.
+mod bad_input_cases;
 mod bench;
 /// `crabmigrate check` on this host, human and JSON.
 mod check;
