@@ -222,11 +222,24 @@ fn plain(text: &str) -> String {
 fn script(steps: &[Step], bin_dir: &Path) -> String {
     let mut s = String::new();
     s.push_str("set +e\n");
+    // An installed binary under /tmp or /var/lib (make install PREFIX=...)
+    // would vanish under the empty mounts: a copy goes to a tmpfs on /mnt.
+    let hidden = bin_dir.starts_with("/tmp") || bin_dir.starts_with("/var/lib");
+    let path_dir = if hidden {
+        s.push_str(&format!(
+            "mount -t tmpfs tmpfs /mnt && cp '{}/crabmigrate' /mnt/ || {{ echo '@@setup failed@@'; exit 1; }}\n",
+            bin_dir.display()
+        ));
+        PathBuf::from("/mnt")
+    } else {
+        bin_dir.to_path_buf()
+    };
     s.push_str("mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /var/lib && mkdir -p /run/crabmigrate && mount -t tmpfs tmpfs /run/crabmigrate && ip link set lo up || { echo '@@setup failed@@'; exit 1; }\n");
     s.push_str(&format!(
         "export PATH='{}':/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n",
-        bin_dir.display()
+        path_dir.display()
     ));
+    s.push_str("command -v crabmigrate >/dev/null || { echo '@@setup failed@@'; exit 1; }\n");
     s.push_str("cd /tmp\n");
     for (i, step) in steps.iter().enumerate() {
         s.push_str(&format!("printf '\\n@@begin {i}@@\\n'\n"));
@@ -447,6 +460,10 @@ fn readme_and_docs_walkthroughs_run_on_a_terminal() {
         }
         total += steps.len();
         let shown = run_on_terminal(&script(&steps, &bin_dir));
+        assert!(
+            !shown.contains("@@setup failed@@"),
+            "{file}: the namespaces or the binary could not be set up:\n{shown}"
+        );
         let outputs = split(&shown);
         for (i, step) in steps.iter().enumerate() {
             let (lines, status) = outputs.get(i).cloned().unwrap_or_default();
