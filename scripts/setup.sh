@@ -14,8 +14,9 @@ Provisions this machine (Debian/Ubuntu, run as root) for crabmigrate:
     forky, sid: newest stable first) whose criu does, unpacked with the libraries apt
     resolves for it into a private prefix and run through the prefix's own loader (the
     system C library is not touched)
-  - iptables iproute2 busybox-static util-linux procps runc containernetworking-plugins
-    (only those missing)
+  - iptables iproute2 busybox-static util-linux procps runc containernetworking-plugins,
+    libseccomp-dev (crabmigrate links libseccomp for the spec's seccomp filters), and the
+    engines the tests drive crabmigrate from: podman conmon containerd (only those missing)
   - fs.pipe-max-size >= 4194304 (persisted in /etc/sysctl.d/60-crabmigrate.conf)
 The last line printed is the CRIU binary crabmigrate will use.
 
@@ -50,7 +51,8 @@ STAMP="$PREFIX/.crabmigrate-complete"
 MARKER=.crabmigrate-prefix  # marks a directory this script may replace wholesale
 CRIU_MIN=4.2               # 4.1 cannot dump inet sockets on Linux >= 6.16 (SO_PASSCRED)
 read -r -a SUITES <<<"${CRABMIGRATE_CRIU_SUITES:-trixie trixie-backports forky sid}"
-DISTRO_PKGS=(iptables iproute2 busybox-static util-linux procps runc containernetworking-plugins)
+DISTRO_PKGS=(iptables iproute2 busybox-static util-linux procps runc containernetworking-plugins
+    libseccomp-dev podman conmon containerd)
 export DEBIAN_FRONTEND=noninteractive
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"   # sudo/su may drop the sbin dirs
 LOG=""; WORK=""; CRIU=""; CRIU_VERSION=""; WHY=""; WON=""; APT_UPDATED=0
@@ -154,7 +156,7 @@ require_root() {
 ensure_distro_packages() {
     local missing=() p
     if ! command -v dpkg-query >/dev/null; then
-        for p in iptables-restore ip busybox nsenter unshare setsid ps runc; do
+        for p in iptables-restore ip busybox nsenter unshare setsid ps runc podman conmon containerd ctr; do
             command -v "$p" >/dev/null || missing+=("$p")
         done
         (( ${#missing[@]} == 0 )) || die "missing commands: ${missing[*]}; install them with your package manager"

@@ -45,6 +45,11 @@ const COMMANDS: &[&str] = &[
     "export",
     "import",
     "network",
+    "exec",
+    "update",
+    "events",
+    "features",
+    "spec",
     "help",
     "nonsense",
 ];

@@ -183,7 +183,7 @@ pub(crate) fn cases(f: &Fixture) -> Vec<Case> {
             ],
             &["9"],
         ),
-        usage(
+        refuse(
             &[
                 "checkpoint",
                 "--pid",
@@ -192,7 +192,7 @@ pub(crate) fn cases(f: &Fixture) -> Vec<Case> {
                 &out,
                 "--lazy-pages",
             ],
-            &["required"],
+            &["--lazy-pages needs the port"],
         ),
         page_server,
         refuse(
@@ -332,6 +332,16 @@ pub(crate) fn cases(f: &Fixture) -> Vec<Case> {
         refuse(&["delete", "broken"], &["damaged", "delete --force broken"]),
         refuse(&["pause", "no-such-container"], &["does not exist"]),
         refuse(&["resume", c], &["needs it paused"]),
+        // exec, update, events, features, spec (runc's command line)
+        refuse(&["exec", "no-such-container", "true"], &["does not exist"]),
+        refuse(
+            &["update", "no-such-container", "--memory", "1"],
+            &["does not exist"],
+        ),
+        usage(&["update", c, "--memory", "-5"], &["-5"]),
+        refuse(&["events", "no-such-container"], &["does not exist"]),
+        usage(&["features", "--jsno"], &["--jsno"]),
+        refuse(&["spec", "--bundle", &bundle], &["config.json exists"]),
         // network
         refuse(
             &["network", "check", "no-such-container"],

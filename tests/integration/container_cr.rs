@@ -129,7 +129,7 @@ fn refused(rt: &Runtime, args: &[&str]) -> String {
 
 /// `run -d` with /dev/null as stdio, which the container inherits (a pipe
 /// or host file there would block this call or the checkpoint).
-fn run_detached(rt: &Runtime, args: &[&str]) {
+pub(crate) fn run_detached(rt: &Runtime, args: &[&str]) {
     let status = rt
         .command(args)
         .stdout(Stdio::null())

@@ -57,7 +57,7 @@ const COUNTER: &str = "trap 'exit 0' TERM; i=0; while :; do i=$((i+1)); \
 const APPLETS: &[&str] = &["mv", "hostname", "pwd", "wc", "touch", "id"];
 
 /// A busybox bundle running `args`, with the extra applets.
-fn bundle(args: &[&str]) -> BusyboxBundle {
+pub(crate) fn bundle(args: &[&str]) -> BusyboxBundle {
     let bundle = BusyboxBundle::new(args);
     for applet in APPLETS {
         std::os::unix::fs::symlink("busybox", bundle.rootfs().join("bin").join(applet)).unwrap();
@@ -66,7 +66,7 @@ fn bundle(args: &[&str]) -> BusyboxBundle {
 }
 
 /// A bundle running `args` with `edit` applied to its config.
-fn bundle_with(args: &[&str], edit: impl FnOnce(&mut Value)) -> BusyboxBundle {
+pub(crate) fn bundle_with(args: &[&str], edit: impl FnOnce(&mut Value)) -> BusyboxBundle {
     let bundle = bundle(args);
     let mut config = BusyboxBundle::default_config(args);
     edit(&mut config);
@@ -76,7 +76,7 @@ fn bundle_with(args: &[&str], edit: impl FnOnce(&mut Value)) -> BusyboxBundle {
 
 /// `crabmigrate --root ROOT ARGS...` with stdout and stderr in anonymous
 /// files (see the module comment), waited for and read back.
-fn cli(rt: &Runtime, args: &[&str]) -> Output {
+pub(crate) fn cli(rt: &Runtime, args: &[&str]) -> Output {
     let mut stdout = tempfile::tempfile().unwrap();
     let mut stderr = tempfile::tempfile().unwrap();
     let status = rt
@@ -99,7 +99,7 @@ fn cli(rt: &Runtime, args: &[&str]) -> Output {
 }
 
 /// Runs a command that must succeed; returns its stdout.
-fn ok(rt: &Runtime, args: &[&str]) -> String {
+pub(crate) fn ok(rt: &Runtime, args: &[&str]) -> String {
     let out = cli(rt, args);
     assert!(
         out.status.success(),
@@ -113,7 +113,7 @@ fn ok(rt: &Runtime, args: &[&str]) -> String {
 /// Runs a command that must fail cleanly: exit status 1, one line on stderr
 /// starting `crabmigrate: error:` and holding every piece of `wants`.
 /// Returns that line.
-fn fails(rt: &Runtime, args: &[&str], wants: &[&str]) -> String {
+pub(crate) fn fails(rt: &Runtime, args: &[&str], wants: &[&str]) -> String {
     let out = cli(rt, args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
@@ -155,7 +155,7 @@ fn counter_above(bundle: &BusyboxBundle, above: u64) -> u64 {
 
 /// The directories of cgroup `path` ("crabmigrate/ID") that exist on the
 /// host's hierarchies.
-fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
+pub(crate) fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
     fs::read_dir("/sys/fs/cgroup")
         .unwrap()
         .filter_map(Result::ok)
@@ -181,7 +181,7 @@ fn processes_in(path: &str) -> Vec<u32> {
 }
 
 /// Whether `pid` runs (exists and is not a zombie).
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         s.rfind(')')
             .and_then(|i| s[i + 1..].split_whitespace().next())
@@ -191,7 +191,7 @@ fn alive(pid: u32) -> bool {
 
 /// Nothing of container `id` remains: no state directory, no cgroup
 /// directory and no process in its cgroup `cgroup` ("crabmigrate/ID").
-fn assert_gone(rt: &Runtime, id: &str, cgroup: &str) {
+pub(crate) fn assert_gone(rt: &Runtime, id: &str, cgroup: &str) {
     assert!(
         !rt.root.path().join(id).exists(),
         "the state directory of {id} is left"
@@ -212,7 +212,7 @@ fn assert_root_empty(rt: &Runtime) {
     assert!(entries.is_empty(), "left in the state root: {entries:?}");
 }
 
-fn path_str(p: &Path) -> &str {
+pub(crate) fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
@@ -936,10 +936,10 @@ fn bad_input_bundles() {
 
     // Unsupported fields, all listed.
     let b = bundle_with(&["true"], |c| {
-        c["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1"});
+        c["linux"]["mountLabel"] = "system_u:object_r:container_file_t:s0".into();
         c["domainname"] = "example.org".into();
     });
-    create_fails(b.path(), &["linux.sysctl", "domainname", "not support"]);
+    create_fails(b.path(), &["linux.mountLabel", "domainname", "not support"]);
 
     // process.terminal without a console socket.
     let b = bundle_with(&["sh"], |c| c["process"]["terminal"] = true.into());

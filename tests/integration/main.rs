@@ -26,6 +26,8 @@ mod container_cr;
 /// The container lifecycle: create, start, run, state, list, ps, kill,
 /// delete, pause, resume, hooks, and bad bundles.
 mod containers;
+/// crabmigrate as the OCI runtime of Podman and containerd.
+mod engines;
 /// `inspect` and the image decoder on real dumps (a process tree, a busybox
 /// container, a lazy dump) and on damaged images.
 mod images;
@@ -38,6 +40,9 @@ mod netns;
 /// Containers with a CNI network: lifecycle, CHECK, delete after a crash,
 /// checkpoint/restore with a live TCP client, UDP, bad input.
 mod networks;
+/// runc's command line as engines use it: exec, update, events, spec,
+/// features, state, --log.
+mod oci_cli;
 /// A dump streamed to a page server in another network namespace.
 mod page_server;
 /// Process trees: checkpoint, restore, leave-running, notifications,
@@ -50,6 +55,9 @@ mod pty;
 mod readme;
 /// The RPC schema and client against a real `criu swrk`.
 mod rpc;
+/// The spec's security applied (as runc applies it) and kept across a
+/// checkpoint and restore; refusals.
+mod security;
 /// Sockets and files of process trees: a TCP client kept connected through
 /// checkpoint and restore, a UDP service, --tcp-close, --ext-unix-sk,
 /// --file-locks, --link-remap, and the refusals around them.

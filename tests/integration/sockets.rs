@@ -30,10 +30,15 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// Time between two requests of a client.
 const INTERVAL: Duration = Duration::from_millis(3);
 
-/// A workload in `ns` started with `extra` arguments, from a private copy.
-fn workload_in(ns: &NetNs, dir: &Path, extra: &[&str]) -> Workload {
+/// A workload started with `extra` arguments from a private copy, in `ns`
+/// or (None) in our own network namespace.
+fn workload(ns: Option<&NetNs>, dir: &Path, extra: &[&str]) -> Workload {
     let state = dir.join("state");
-    let mut cmd = ns.command(testkit::private_copy("crabmigrate-workload", dir));
+    let program = testkit::private_copy("crabmigrate-workload", dir);
+    let mut cmd = match ns {
+        Some(ns) => ns.command(program),
+        None => Command::new(program),
+    };
     cmd.args(["--setsid", "--interval-ms", "20", "--out"])
         .arg(&state)
         .args(extra)
@@ -43,13 +48,69 @@ fn workload_in(ns: &NetNs, dir: &Path, extra: &[&str]) -> Workload {
     Workload::spawn(cmd, &state)
 }
 
-/// `crabmigrate ARGS` inside `ns`.
-fn crabmigrate_in(ns: &NetNs, args: &[&str]) -> Output {
-    ns.command(testkit::program("crabmigrate"))
-        .args(args)
+/// `crabmigrate ARGS` inside `ns`, or in our own network namespace.
+fn crabmigrate(ns: Option<&NetNs>, args: &[&str]) -> Output {
+    let program = testkit::program("crabmigrate");
+    let mut cmd = match ns {
+        Some(ns) => ns.command(program),
+        None => Command::new(program),
+    };
+    cmd.args(args)
         .stdin(Stdio::null())
         .output()
         .expect("crabmigrate runs")
+}
+
+/// A test's scratch directory, with the checkpoint's images and the pid
+/// file of the restore.
+struct Scratch {
+    tmp: tempfile::TempDir,
+    images: String,
+    pid_file: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let images = tmp.path().join("images").to_str().unwrap().to_owned();
+        let pid_file = tmp.path().join("restored.pid");
+        Self {
+            tmp,
+            images,
+            pid_file,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// `checkpoint --pid PID --images-dir IMAGES FLAGS`.
+    fn checkpoint(&self, ns: Option<&NetNs>, pid: u32, flags: &[&str]) -> Output {
+        let pid = pid.to_string();
+        let args = ["checkpoint", "--pid", &pid, "--images-dir", &self.images];
+        crabmigrate(ns, &[&args[..], flags].concat())
+    }
+
+    /// `restore --images-dir IMAGES --detach --pid-file F FLAGS`.
+    fn restore(&self, ns: Option<&NetNs>, flags: &[&str]) -> Output {
+        let pid_file = self.pid_file.to_str().unwrap();
+        let args = [
+            "restore",
+            "--images-dir",
+            &self.images,
+            "--detach",
+            "--pid-file",
+            pid_file,
+        ];
+        crabmigrate(ns, &[&args[..], flags].concat())
+    }
+
+    /// The restored root, killed on drop.
+    fn restored(&self) -> KillOnDrop {
+        let pid = std::fs::read_to_string(&self.pid_file).expect("pid file written");
+        KillOnDrop(pid.trim().parse().expect("a pid"))
+    }
 }
 
 fn stderr(out: &Output) -> String {
@@ -78,10 +139,47 @@ fn alive(pid: u32) -> bool {
         .is_some_and(|state| state != 'Z' && state != 'X')
 }
 
-/// The restored root's pid from `restore --pid-file`.
-fn restored_pid(pid_file: &Path) -> KillOnDrop {
-    let pid = std::fs::read_to_string(pid_file).expect("pid file written");
-    KillOnDrop(pid.trim().parse().expect("a pid"))
+/// A server workload (`--tcp-echo` or `--udp-echo` on the server host's
+/// address and `port`) with a client on the other host.
+struct Service {
+    scratch: Scratch,
+    hosts: TwoHosts,
+    server: SocketAddr,
+    workload: Workload,
+    client: Client,
+}
+
+impl Service {
+    fn start(tag: &str, echo: &str, port: u16) -> Self {
+        let scratch = Scratch::new();
+        let hosts = TwoHosts::new(tag);
+        let server: SocketAddr = format!("{}:{port}", hosts.veth.a_addr).parse().unwrap();
+        let workload = workload(
+            Some(&hosts.src),
+            scratch.dir(),
+            &[echo, &server.to_string()],
+        );
+        let client = match echo {
+            "--udp-echo" => Client::start(&hosts.dst, udp_client(server)),
+            _ => Client::start(&hosts.dst, tcp_client(server)),
+        };
+        Self {
+            scratch,
+            hosts,
+            server,
+            workload,
+            client,
+        }
+    }
+
+    fn checkpoint(&self, flags: &[&str]) -> Output {
+        self.scratch
+            .checkpoint(Some(&self.hosts.src), self.workload.pid(), flags)
+    }
+
+    fn restore(&self, flags: &[&str]) -> Output {
+        self.scratch.restore(Some(&self.hosts.src), flags)
+    }
 }
 
 /// What a client saw.
@@ -253,80 +351,53 @@ fn a_tcp_client_stays_connected_through_checkpoint_and_restore() {
     if testkit::real_criu(test).is_none() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let hosts = TwoHosts::new("tcpcr");
-    let server = format!("{}:7070", hosts.veth.a_addr);
-    let mut workload = workload_in(&hosts.src, tmp.path(), &["--tcp-echo", &server]);
-    let pid = workload.pid().to_string();
-    let mut client = Client::start(&hosts.dst, tcp_client(server.parse().unwrap()));
-    client.wait_replies(50);
+    let mut svc = Service::start("tcpcr", "--tcp-echo", 7070);
+    svc.client.wait_replies(50);
 
     // Without --tcp-established CRIU refuses, names the flag, and the server
     // keeps serving.
-    let images = tmp.path().join("images");
-    let images = images.to_str().unwrap();
-    let out = crabmigrate_in(
-        &hosts.src,
-        &["checkpoint", "--pid", &pid, "--images-dir", images],
-    );
-    refused(&out, "--tcp-established");
-    let served = client.replies();
-    client.wait_replies(served + 20);
+    refused(&svc.checkpoint(&[]), "--tcp-established");
+    let served = svc.client.replies();
+    svc.client.wait_replies(served + 20);
 
-    let out = crabmigrate_in(
-        &hosts.src,
-        &[
-            "checkpoint",
-            "--pid",
-            &pid,
-            "--images-dir",
-            images,
-            "--tcp-established",
-        ],
+    let said = succeeded(
+        &svc.checkpoint(&["--tcp-established"]),
+        "checkpoint --tcp-established",
     );
-    let said = succeeded(&out, "checkpoint --tcp-established");
     assert!(said.contains("network locked with iptables"), "{said}");
-    workload.reap();
-    let at_checkpoint = client.replies();
+    let pid = svc.workload.pid();
+    svc.workload.reap();
+    let at_checkpoint = svc.client.replies();
 
     // Refused before CRIU starts: no --tcp-established, and a namespace
     // without the server's address.
-    let pid_file = tmp.path().join("restored.pid");
-    let pid_file_arg = pid_file.to_str().unwrap();
-    let restore = [
-        "restore",
-        "--images-dir",
-        images,
-        "--detach",
-        "--pid-file",
-        pid_file_arg,
-    ];
-    let out = crabmigrate_in(&hosts.src, &restore);
-    refused(&out, "--tcp-established");
-    let with_tcp = [&restore[..], &["--tcp-established"]].concat();
-    let out = crabmigrate_in(&hosts.dst, &with_tcp);
-    refused(&out, &format!("needs the address {}", hosts.veth.a_addr));
-    assert!(!pid_file.exists(), "a refused restore wrote a pid file");
-    assert!(
-        !alive(workload_pid(&pid)),
-        "a refused restore started the tree"
+    refused(&svc.restore(&[]), "--tcp-established");
+    let elsewhere = svc
+        .scratch
+        .restore(Some(&svc.hosts.dst), &["--tcp-established"]);
+    refused(
+        &elsewhere,
+        &format!("needs the address {}", svc.server.ip()),
     );
+    assert!(
+        !svc.scratch.pid_file.exists(),
+        "a refused restore wrote a pid file"
+    );
+    assert!(!alive(pid), "a refused restore started the tree");
 
-    let out = crabmigrate_in(&hosts.src, &with_tcp);
-    succeeded(&out, "restore --tcp-established");
-    let _restored = restored_pid(&pid_file);
-    client.wait_replies(at_checkpoint + 200);
-    let report = client.finish();
+    succeeded(
+        &svc.restore(&["--tcp-established"]),
+        "restore --tcp-established",
+    );
+    let _restored = svc.scratch.restored();
+    svc.client.wait_replies(at_checkpoint + 200);
+    let report = svc.client.finish();
     assert!(report.error.is_none(), "the client saw {report:?}");
     println!(
         "{test}: {} replies, largest gap {:.0} ms (across checkpoint and restore)",
         report.replies,
         report.largest_gap.as_secs_f64() * 1000.0
     );
-}
-
-fn workload_pid(pid: &str) -> u32 {
-    pid.parse().unwrap()
 }
 
 /// Datagrams `req N`, answered `SERVED req N` with SERVED rising (datagrams
@@ -376,40 +447,16 @@ fn a_udp_service_answers_on_after_checkpoint_and_restore() {
     if testkit::real_criu(test).is_none() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let hosts = TwoHosts::new("udpcr");
-    let server = format!("{}:7071", hosts.veth.a_addr);
-    let mut workload = workload_in(&hosts.src, tmp.path(), &["--udp-echo", &server]);
-    let pid = workload.pid().to_string();
-    let mut client = Client::start(&hosts.dst, udp_client(server.parse().unwrap()));
-    client.wait_replies(50);
-
-    let images = tmp.path().join("images");
-    let images = images.to_str().unwrap();
-    let out = crabmigrate_in(
-        &hosts.src,
-        &["checkpoint", "--pid", &pid, "--images-dir", images],
-    );
-    succeeded(&out, "checkpoint of a UDP service");
-    workload.reap();
-    let at_checkpoint = client.replies();
-    let pid_file = tmp.path().join("restored.pid");
-    let out = crabmigrate_in(
-        &hosts.src,
-        &[
-            "restore",
-            "--images-dir",
-            images,
-            "--detach",
-            "--pid-file",
-            pid_file.to_str().unwrap(),
-        ],
-    );
-    succeeded(&out, "restore of a UDP service");
-    let _restored = restored_pid(&pid_file);
+    let mut svc = Service::start("udpcr", "--udp-echo", 7071);
+    svc.client.wait_replies(50);
+    succeeded(&svc.checkpoint(&[]), "checkpoint of a UDP service");
+    svc.workload.reap();
+    let at_checkpoint = svc.client.replies();
+    succeeded(&svc.restore(&[]), "restore of a UDP service");
+    let _restored = svc.scratch.restored();
     // The served count goes on from where it was: the same process, restored.
-    client.wait_replies(at_checkpoint + 100);
-    let report = client.finish();
+    svc.client.wait_replies(at_checkpoint + 100);
+    let report = svc.client.finish();
     assert!(report.error.is_none(), "the client saw {report:?}");
     println!(
         "{test}: {} replies, largest gap {:.0} ms",
@@ -424,53 +471,23 @@ fn tcp_close_gives_connections_back_closed_and_the_listener_serves() {
     if testkit::real_criu(test).is_none() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let hosts = TwoHosts::new("tcpclose");
-    let server = format!("{}:7072", hosts.veth.a_addr);
-    let target: SocketAddr = server.parse().unwrap();
-    let mut workload = workload_in(&hosts.src, tmp.path(), &["--tcp-echo", &server]);
-    let pid = workload.pid().to_string();
-    let mut client = Client::start(&hosts.dst, tcp_client(target));
-    client.wait_replies(20);
-
-    let images = tmp.path().join("images");
-    let images = images.to_str().unwrap();
-    let out = crabmigrate_in(
-        &hosts.src,
-        &[
-            "checkpoint",
-            "--pid",
-            &pid,
-            "--images-dir",
-            images,
-            "--tcp-close",
-        ],
-    );
-    succeeded(&out, "checkpoint --tcp-close");
-    workload.reap();
-    let pid_file = tmp.path().join("restored.pid");
-    let restore = [
-        "restore",
-        "--images-dir",
-        images,
-        "--detach",
-        "--pid-file",
-        pid_file.to_str().unwrap(),
-    ];
+    let mut svc = Service::start("tcpclose", "--tcp-echo", 7072);
+    svc.client.wait_replies(20);
+    succeeded(&svc.checkpoint(&["--tcp-close"]), "checkpoint --tcp-close");
+    svc.workload.reap();
     // The checkpoint says how it was taken: the restore must say so too.
-    let out = crabmigrate_in(&hosts.src, &[&restore[..], &["--tcp-established"]].concat());
-    refused(&out, "--tcp-close");
-    let out = crabmigrate_in(&hosts.src, &[&restore[..], &["--tcp-close"]].concat());
-    succeeded(&out, "restore --tcp-close");
-    let _restored = restored_pid(&pid_file);
+    refused(&svc.restore(&["--tcp-established"]), "--tcp-close");
+    succeeded(&svc.restore(&["--tcp-close"]), "restore --tcp-close");
+    let _restored = svc.scratch.restored();
 
     // The old connection is gone (reset or closed), a new one is served.
-    let report = client.finish();
+    let report = svc.client.finish();
     assert!(
         report.error.is_some(),
         "the old connection survived: {report:?}"
     );
-    let fresh = hosts.dst.run(|| {
+    let target = svc.server;
+    let fresh = svc.hosts.dst.run(|| {
         let mut conn = TcpStream::connect_timeout(&target, LIMIT).expect("connect after restore");
         conn.set_read_timeout(Some(LIMIT)).unwrap();
         conn.write_all(b"hello\n").unwrap();
@@ -481,11 +498,27 @@ fn tcp_close_gives_connections_back_closed_and_the_listener_serves() {
     assert!(fresh.ends_with(" hello\n"), "{fresh:?}");
 }
 
-/// A unix datagram socket the test owns at `path`.
-fn bound_unix(path: &Path) -> std::os::unix::net::UnixDatagram {
-    let socket = std::os::unix::net::UnixDatagram::bind(path).expect("bind unix");
-    socket.set_read_timeout(Some(LIMIT)).unwrap();
-    socket
+/// A workload in our own network namespace holding what `extra` asks for:
+/// its checkpoint without `flag` is refused naming the flag and the
+/// workload ticks on; with `flag` it checkpoints, and restores with `flag`.
+/// Returns the scratch directory and the restored root.
+fn refused_without_then_restored(
+    extra: &[&str],
+    flag: &str,
+    scratch: Scratch,
+) -> (Scratch, KillOnDrop) {
+    let mut workload = workload(None, scratch.dir(), extra);
+    refused(&scratch.checkpoint(None, workload.pid(), &[]), flag);
+    let before = workload.tick().counter;
+    workload.wait_tick(before + 2, LIMIT);
+    succeeded(
+        &scratch.checkpoint(None, workload.pid(), &[flag]),
+        &format!("checkpoint {flag}"),
+    );
+    workload.reap();
+    succeeded(&scratch.restore(None, &[flag]), &format!("restore {flag}"));
+    let restored = scratch.restored();
+    (scratch, restored)
 }
 
 #[test]
@@ -494,72 +527,27 @@ fn ext_unix_sk_keeps_a_socket_connected_to_a_process_outside_the_tree() {
     if testkit::real_criu(test).is_none() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("peer.sock");
-    let peer = bound_unix(&path);
-    let mut workload = testkit_workload(tmp.path(), &["--unix-dgram", path.to_str().unwrap()]);
-    let pid = workload.pid().to_string();
-    let images = tmp.path().join("images");
-    let images = images.to_str().unwrap();
-
-    let out = testkit::run(&["checkpoint", "--pid", &pid, "--images-dir", images]);
-    refused(&out, "--ext-unix-sk");
-    assert!(
-        alive(workload.pid()),
-        "a refused checkpoint stopped the workload"
+    let scratch = Scratch::new();
+    let path = scratch.dir().join("peer.sock");
+    let peer = std::os::unix::net::UnixDatagram::bind(&path).expect("bind unix");
+    peer.set_read_timeout(Some(LIMIT)).unwrap();
+    let (_scratch, restored) = refused_without_then_restored(
+        &["--unix-dgram", path.to_str().unwrap()],
+        "--ext-unix-sk",
+        scratch,
     );
-
-    let out = testkit::run(&[
-        "checkpoint",
-        "--pid",
-        &pid,
-        "--images-dir",
-        images,
-        "--ext-unix-sk",
-    ]);
-    succeeded(&out, "checkpoint --ext-unix-sk");
-    workload.reap();
-    drain(&peer);
-    let pid_file = tmp.path().join("restored.pid");
-    let out = testkit::run(&[
-        "restore",
-        "--images-dir",
-        images,
-        "--detach",
-        "--ext-unix-sk",
-        "--pid-file",
-        pid_file.to_str().unwrap(),
-    ]);
-    succeeded(&out, "restore --ext-unix-sk");
-    let restored = restored_pid(&pid_file);
-    // The restored workload sends its ticks to the same peer.
+    // The restored workload sends its ticks to the same peer (skip what the
+    // original sent before it was dumped).
     let mut buf = [0u8; 256];
-    let len = peer
-        .recv(&mut buf)
-        .expect("a datagram from the restored workload");
-    let tick = testkit::Tick::parse(std::str::from_utf8(&buf[..len]).unwrap()).unwrap();
-    assert_eq!(tick.pid as i32, restored.0);
-}
-
-/// Reads whatever datagrams are queued.
-fn drain(socket: &std::os::unix::net::UnixDatagram) {
-    socket.set_nonblocking(true).unwrap();
-    let mut buf = [0u8; 256];
-    while socket.recv(&mut buf).is_ok() {}
-    socket.set_nonblocking(false).unwrap();
-}
-
-/// A workload in our own network namespace.
-fn testkit_workload(dir: &Path, extra: &[&str]) -> Workload {
-    let state = dir.join("state");
-    let mut cmd = Command::new(testkit::private_copy("crabmigrate-workload", dir));
-    cmd.args(["--setsid", "--interval-ms", "20", "--out"])
-        .arg(&state)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    Workload::spawn(cmd, &state)
+    let from_restored = testkit::wait_until(LIMIT, || {
+        let len = peer.recv(&mut buf).ok()?;
+        let tick = testkit::Tick::parse(std::str::from_utf8(&buf[..len]).ok()?)?;
+        (tick.pid as i32 == restored.0).then_some(tick)
+    });
+    assert!(
+        from_restored.is_some(),
+        "no datagram from the restored workload"
+    );
 }
 
 #[test]
@@ -568,41 +556,13 @@ fn file_locks_are_refused_without_the_flag_and_held_again_after_restore() {
     if testkit::real_criu(test).is_none() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let lock = tmp.path().join("lock");
-    let mut workload = testkit_workload(tmp.path(), &["--flock", lock.to_str().unwrap()]);
-    let pid = workload.pid().to_string();
-    let images = tmp.path().join("images");
-    let images = images.to_str().unwrap();
-
-    let out = testkit::run(&["checkpoint", "--pid", &pid, "--images-dir", images]);
-    refused(&out, "--file-locks");
-    let before = workload.tick().counter;
-    workload.wait_tick(before + 2, LIMIT);
-
-    let out = testkit::run(&[
-        "checkpoint",
-        "--pid",
-        &pid,
-        "--images-dir",
-        images,
+    let scratch = Scratch::new();
+    let lock = scratch.dir().join("lock");
+    let (_scratch, _restored) = refused_without_then_restored(
+        &["--flock", lock.to_str().unwrap()],
         "--file-locks",
-    ]);
-    succeeded(&out, "checkpoint --file-locks");
-    workload.reap();
-    assert!(!locked(&lock), "the lock outlived the dumped process");
-    let pid_file = tmp.path().join("restored.pid");
-    let out = testkit::run(&[
-        "restore",
-        "--images-dir",
-        images,
-        "--detach",
-        "--file-locks",
-        "--pid-file",
-        pid_file.to_str().unwrap(),
-    ]);
-    succeeded(&out, "restore --file-locks");
-    let _restored = restored_pid(&pid_file);
+        scratch,
+    );
     assert!(locked(&lock), "the restored process does not hold its lock");
 }
 
@@ -618,49 +578,19 @@ fn link_remap_dumps_an_open_file_deleted_under_another_name() {
     if testkit::real_criu(test).is_none() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let file: PathBuf = tmp.path().join("data");
-    let mut workload = testkit_workload(tmp.path(), &["--open-unlinked", file.to_str().unwrap()]);
-    let pid = workload.pid().to_string();
-    let images = tmp.path().join("images");
-    let images = images.to_str().unwrap();
-
-    let out = testkit::run(&["checkpoint", "--pid", &pid, "--images-dir", images]);
-    refused(&out, "--link-remap");
-    let before = workload.tick().counter;
-    workload.wait_tick(before + 2, LIMIT);
-
-    let out = testkit::run(&[
-        "checkpoint",
-        "--pid",
-        &pid,
-        "--images-dir",
-        images,
+    let scratch = Scratch::new();
+    let file = scratch.dir().join("data");
+    let state = scratch.dir().join("state");
+    let (_scratch, _restored) = refused_without_then_restored(
+        &["--open-unlinked", file.to_str().unwrap()],
         "--link-remap",
-    ]);
-    succeeded(&out, "checkpoint --link-remap");
-    workload.reap();
-    let pid_file = tmp.path().join("restored.pid");
-    let out = testkit::run(&[
-        "restore",
-        "--images-dir",
-        images,
-        "--detach",
-        "--link-remap",
-        "--pid-file",
-        pid_file.to_str().unwrap(),
-    ]);
-    succeeded(&out, "restore --link-remap");
-    let _restored = restored_pid(&pid_file);
+        scratch,
+    );
     // The workload checks every tick that its file reads back, and exits
     // otherwise: ticking on means the file came back.
-    let after = workload_tick(&tmp.path().join("state")).expect("a state line");
+    let after = testkit::Tick::read(&state).expect("a state line").counter;
     testkit::wait_until(LIMIT, || {
-        workload_tick(&tmp.path().join("state")).filter(|&c| c > after + 2)
+        testkit::Tick::read(&state).filter(|t| t.counter > after + 2)
     })
     .expect("the restored workload ticks on with its file");
-}
-
-fn workload_tick(state: &Path) -> Option<u64> {
-    testkit::Tick::read(state).map(|t| t.counter)
 }

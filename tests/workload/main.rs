@@ -95,6 +95,8 @@ fn hold(args: &Args) -> Result<Held, String> {
             socket
                 .connect(path)
                 .map_err(|e| format!("--unix-dgram {}: {e}", path.display()))?;
+            // A peer that reads slowly must not stop the ticks.
+            socket.set_nonblocking(true).map_err(|e| e.to_string())?;
             Some(socket)
         }
         None => None,

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod oci;
+pub use oci::{EventsArgs, ExecArgs, LogFormat, PsFormat, SpecArgs, UpdateArgs};
+
 /// Checkpoint, restore and live-migrate Linux processes and containers,
 /// built on CRIU.
 #[derive(Debug, Parser)]
@@ -50,6 +53,23 @@ pub struct Global {
     /// /usr/lib/cni, then /opt/cni/bin]
     #[arg(long, global = true, value_name = "DIR")]
     pub cni_plugin_dir: Vec<PathBuf>,
+    /// Write logs (and the error that ends the command) to this file
+    /// instead of stderr, as runc does for engines
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// The format of --log: text, or JSON lines {"level","msg","time"}
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log at debug level
+    #[arg(long, global = true)]
+    pub debug: bool,
+
+    /// Use systemd's cgroup driver (refused: crabmigrate manages cgroupfs
+    /// cgroups only)
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -105,6 +125,16 @@ pub enum Command {
     Kill(KillArgs),
     /// Delete a container: its state, cgroup and (with --force) processes
     Delete(DeleteArgs),
+    /// Run another process in a running container
+    Exec(ExecArgs),
+    /// Change a running container's cgroup limits
+    Update(UpdateArgs),
+    /// Print a container's resource usage as JSON events
+    Events(EventsArgs),
+    /// Print what this runtime supports, as JSON (runc's `features`)
+    Features,
+    /// Write a default config.json for a bundle
+    Spec(SpecArgs),
     /// Freeze every process of a container
     Pause(IdArgs),
     /// Thaw a paused container
@@ -144,7 +174,7 @@ pub struct DumpArgs {
     #[arg(long, required_unless_present = "id", conflicts_with = "id")]
     pub pid: Option<u32>,
     /// Where the images go (created if missing)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, visible_alias = "image-path", value_name = "DIR")]
     pub images_dir: PathBuf,
     /// Where CRIU's log and statistics go [default: the images directory]
     #[arg(long, visible_alias = "work-path", value_name = "DIR")]
@@ -190,6 +220,13 @@ pub struct DumpArgs {
     /// How CRIU treats cgroups
     #[arg(long, value_enum)]
     pub manage_cgroups_mode: Option<CgroupModeArg>,
+    /// Do not checkpoint the contents of this namespace (runc's
+    /// `--empty-ns network`: a hook recreates the network on restore)
+    #[arg(long, value_enum, value_name = "NS")]
+    pub empty_ns: Option<EmptyNsArg>,
+    /// Punch pages out of the parent images once they are in this dump
+    #[arg(long)]
+    pub auto_dedup: bool,
     /// Freeze through this cgroup instead of ptrace
     #[arg(long, value_name = "PATH")]
     pub freeze_cgroup: Option<PathBuf>,
@@ -201,7 +238,7 @@ pub struct DumpArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct CheckpointArgs {
     /// The container to checkpoint (or give --pid)
     pub id: Option<String>,
@@ -217,10 +254,10 @@ pub struct CheckpointArgs {
     /// Keep the tree running after the checkpoint
     #[arg(long)]
     pub leave_running: bool,
-    /// Post-copy: keep pages out of the images and serve them on --port to
-    /// `crabmigrate lazy-pages` on the restoring side; returns once all are
-    /// served
-    #[arg(long, requires = "port", conflicts_with = "page_server")]
+    /// Post-copy: keep pages out of the images and serve them on --port
+    /// (or runc's --page-server ADDR:PORT) to `crabmigrate lazy-pages` on
+    /// the restoring side; returns once all are served
+    #[arg(long)]
     pub lazy_pages: bool,
     /// The TCP port for --lazy-pages
     #[arg(long)]
@@ -251,6 +288,7 @@ pub struct RestoreArgs {
     /// extracted [default: BUNDLE/checkpoint])
     #[arg(
         long,
+        visible_alias = "image-path",
         value_name = "DIR",
         required_unless_present = "import",
         default_value_os = "",
@@ -266,8 +304,29 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "FILE")]
     pub import: Option<PathBuf>,
     /// Where CRIU's log and statistics go [default: the images directory]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, visible_alias = "work-path", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Use MS_MOVE and chroot instead of pivot_root for the restored
+    /// rootfs (accepted for runc compatibility: CRIU restores the mounts)
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Do not become a subreaper (accepted for runc compatibility: the
+    /// restored init is crabmigrate's child anyway)
+    #[arg(long)]
+    pub no_subreaper: bool,
+    /// Restore this namespace empty (runc's `--empty-ns network`)
+    #[arg(long, value_enum, value_name = "NS")]
+    pub empty_ns: Option<EmptyNsArg>,
+    /// Punch pages out of the images as they are restored
+    #[arg(long)]
+    pub auto_dedup: bool,
+    /// The LSM profile of the restored tree, TYPE:NAME (apparmor:P,
+    /// selinux:LABEL)
+    #[arg(long, value_name = "TYPE:NAME")]
+    pub lsm_profile: Option<String>,
+    /// The SELinux mount context of the restored tree's mounts
+    #[arg(long, value_name = "CONTEXT")]
+    pub lsm_mount_context: Option<String>,
     /// Return once restored instead of waiting for the tree to exit
     #[arg(short, long)]
     pub detach: bool,
@@ -369,6 +428,12 @@ pub enum NetworkLockArg {
     Skip,
 }
 
+/// Namespaces `--empty-ns` can name (CRIU supports the network one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmptyNsArg {
+    Network,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum CgroupModeArg {
     Ignore,
@@ -418,6 +483,18 @@ pub struct CreateArgs {
     /// capability "mac")
     #[arg(long, value_name = "MAC", requires = "network")]
     pub mac: Option<String>,
+    /// Use MS_MOVE and chroot instead of pivot_root (for a rootfs on a
+    /// ramdisk)
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Accepted for runc compatibility: crabmigrate never creates a session
+    /// keyring for the container
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// Pass descriptors 3..3+N to the container process (only 0 is
+    /// supported)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preserve_fds: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -457,9 +534,12 @@ pub struct ListArgs {
 pub struct PsArgs {
     /// The container
     pub id: String,
-    /// Print JSON instead of a table
-    #[arg(long)]
+    /// Print JSON (pid and command of each process) instead of a table
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// runc's formats: a table, or a JSON array of pids
+    #[arg(long, short, value_enum)]
+    pub format: Option<PsFormat>,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@
 
 mod cli;
 mod commands;
+mod runc_log;
 
 use std::process::ExitCode;
 
@@ -16,11 +17,16 @@ use crate::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.global);
+    let logging_to_file = init_logging(&cli.global);
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("crabmigrate: error: {}", commands::escape(&chain(&err)));
+            let chain = commands::escape(&chain(&err)).into_owned();
+            if logging_to_file {
+                // Engines read the last error of the log (runc's way).
+                tracing::error!("{chain}");
+            }
+            eprintln!("crabmigrate: error: {chain}");
             ExitCode::FAILURE
         }
     }
@@ -34,16 +40,56 @@ fn chain(err: &anyhow::Error) -> String {
         .join(": ")
 }
 
-/// Logs go to stderr; `--log-level` or `RUST_LOG` choose how much.
-fn init_logging(global: &cli::Global) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(global.log_level.as_str()));
+/// Logs go to stderr, or to `--log` (text, or runc's JSON lines with
+/// `--log-format json`); `--log-level`, `--debug` or `RUST_LOG` choose how
+/// much. Returns whether they go to a file.
+fn init_logging(global: &cli::Global) -> bool {
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    use tracing_subscriber::EnvFilter;
+    let level = if global.debug {
+        "debug"
+    } else {
+        global.log_level.as_str()
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let file = global.log.as_ref().and_then(|path| {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => Some(file),
+            Err(e) => {
+                eprintln!(
+                    "crabmigrate: warning: cannot open the log {}: {e}; logging to stderr",
+                    path.display()
+                );
+                None
+            }
+        }
+    });
+    let Some(file) = file else {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .try_init();
+        return false;
+    };
+    let file = std::sync::Mutex::new(file);
+    let _ = match global.log_format {
+        cli::LogFormat::Json => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(file)
+            .event_format(runc_log::RuncJson)
+            .try_init(),
+        cli::LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(file)
+            .with_target(false)
+            .try_init(),
+    };
+    true
 }

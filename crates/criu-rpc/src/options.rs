@@ -320,6 +320,8 @@ pub struct DumpOptions<'a> {
     pub irmap_scan_paths: Vec<String>,
     /// Punch superseded pages out of the parent images.
     pub auto_dedup: bool,
+    /// Do not dump the network namespace's contents (`--empty-ns net`).
+    pub empty_net_ns: bool,
     /// Turn on soft-dirty memory tracking (needs kernel support).
     pub track_mem: bool,
     /// Parent images directory, relative to the images directory.
@@ -800,6 +802,7 @@ impl<'a> DumpOptions<'a> {
         opts.irmap_scan_paths = self.irmap_scan_paths.clone();
         opts.auto_dedup = set_if(self.auto_dedup);
         opts.track_mem = set_if(self.track_mem);
+        opts.empty_ns = self.empty_net_ns.then_some(libc::CLONE_NEWNET as u32);
         opts.parent_img = self.parent_img.clone();
         opts.ps = self.page_server.as_ref().map(|t| page_server_info(t, fds));
         opts.external = self.external.iter().map(|e| e.0.clone()).collect();

@@ -6,6 +6,7 @@ pub mod check;
 pub mod container;
 pub mod host;
 pub mod network;
+pub mod security;
 pub mod sockets;
 pub mod spec;
 pub mod state;

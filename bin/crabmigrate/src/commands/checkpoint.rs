@@ -44,6 +44,7 @@ impl Notify for LazyAnnouncer {
 }
 
 pub fn run(global: &Global, args: &CheckpointArgs) -> anyhow::Result<ExitCode> {
+    let args = &runc_lazy_pages(args)?;
     if args.lazy_pages {
         validate::port(args.port.unwrap_or(0), "--port")?;
     }
@@ -163,6 +164,8 @@ fn run_container(
         page_server,
         page_server_socket: None,
         lazy_pages_port: if args.lazy_pages { args.port } else { None },
+        auto_dedup: d.auto_dedup,
+        empty_net_ns: d.empty_ns.is_some(),
         status_fd,
         network_lock,
         manage_cgroups_mode: common::cgroup_mode(d.manage_cgroups_mode),
@@ -328,7 +331,10 @@ fn dump_options(
         ext_unix_sk: d.ext_unix_sk,
         file_locks: d.file_locks,
         link_remap: d.link_remap,
+        track_mem: parent_img.is_some(),
         parent_img,
+        auto_dedup: d.auto_dedup,
+        empty_net_ns: d.empty_ns.is_some(),
         network_lock,
         freeze_cgroup: d.freeze_cgroup.clone(),
         cgroups: criu_rpc::Cgroups {
@@ -379,4 +385,19 @@ fn print_report(json: bool, verb: &str, report: &Report<'_>) -> anyhow::Result<(
     }
     println!("{line}");
     Ok(())
+}
+
+/// runc's form of a lazy checkpoint, `--lazy-pages --page-server ADDR:PORT`
+/// (CRIU serves the pages there), as crabmigrate's `--lazy-pages --port P`.
+fn runc_lazy_pages(args: &CheckpointArgs) -> anyhow::Result<CheckpointArgs> {
+    let mut args = args.clone();
+    if !args.lazy_pages || args.port.is_some() {
+        return Ok(args);
+    }
+    let Some(server) = args.dump.page_server.take() else {
+        anyhow::bail!("--lazy-pages needs the port to serve pages on: give --port P (or runc's --page-server ADDR:PORT)");
+    };
+    let (_, port) = common::host_port(&server)?;
+    args.port = Some(port);
+    Ok(args)
 }

@@ -12,7 +12,9 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::cli::{CreateArgs, DeleteArgs, Global, IdArgs, KillArgs, ListArgs, PsArgs, RunArgs};
+use crate::cli::{
+    CreateArgs, DeleteArgs, Global, IdArgs, KillArgs, ListArgs, PsArgs, PsFormat, RunArgs,
+};
 
 pub fn create(global: &Global, args: &CreateArgs) -> anyhow::Result<ExitCode> {
     create_container(global, args)?;
@@ -20,6 +22,13 @@ pub fn create(global: &Global, args: &CreateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn create_container(global: &Global, args: &CreateArgs) -> anyhow::Result<u32> {
+    if args.preserve_fds != 0 {
+        bail!(
+            "--preserve-fds {} is not supported for create or run: the container gets only its \
+             standard streams",
+            args.preserve_fds
+        );
+    }
     let root = super::state_root(global);
     let network = match &args.network {
         Some(name) => Some(NetworkRequest {
@@ -37,6 +46,7 @@ fn create_container(global: &Global, args: &CreateArgs) -> anyhow::Result<u32> {
             pid_file: args.pid_file.clone(),
             console_socket: args.console_socket.clone(),
             network,
+            no_pivot: args.no_pivot,
         },
     )
     .with_context(|| format!("cannot create container {}", args.id))?;
@@ -182,7 +192,10 @@ pub fn list(global: &Global, args: &ListArgs) -> anyhow::Result<ExitCode> {
 
 pub fn ps(global: &Global, args: &PsArgs) -> anyhow::Result<ExitCode> {
     let processes = container::ps(&super::state_root(global), &args.id)?;
-    if args.json {
+    if args.format == Some(PsFormat::Json) {
+        let pids: Vec<u32> = processes.iter().map(|p| p.pid).collect();
+        println!("{}", serde_json::to_string(&pids)?);
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&processes)?);
     } else {
         println!("{:<8} COMMAND", "PID");

@@ -5,9 +5,11 @@ mod check;
 mod checkpoint;
 mod common;
 pub mod container;
+mod features;
 mod inspect;
 mod migrate;
 mod network;
+mod oci;
 mod page_server;
 mod restore;
 mod validate;
@@ -21,6 +23,17 @@ use crate::cli::{Cli, Command, Global};
 
 /// Runs the chosen command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if cli.global.systemd_cgroup {
+        let why = if std::path::Path::new("/run/systemd/system").is_dir() {
+            "crabmigrate manages cgroupfs cgroups only and has no systemd cgroup driver"
+        } else {
+            "this host runs no systemd, and crabmigrate manages cgroupfs cgroups only"
+        };
+        anyhow::bail!(
+            "--systemd-cgroup is not supported: {why}; configure the engine for cgroupfs \
+             (podman --cgroup-manager cgroupfs, containerd SystemdCgroup = false)"
+        );
+    }
     match cli.command {
         Command::Check(args) => check::run(&cli.global, &args),
         Command::Checkpoint(args) => checkpoint::run(&cli.global, &args),
@@ -39,6 +52,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ps(args) => container::ps(&cli.global, &args),
         Command::Kill(args) => container::kill(&cli.global, &args),
         Command::Delete(args) => container::delete(&cli.global, &args),
+        Command::Exec(args) => oci::exec(&cli.global, &args),
+        Command::Update(args) => oci::update(&cli.global, &args),
+        Command::Events(args) => oci::events(&cli.global, &args),
+        Command::Features => oci::features(),
+        Command::Spec(args) => oci::spec(&args),
         Command::Pause(args) => container::pause(&cli.global, &args),
         Command::Resume(args) => container::resume(&cli.global, &args),
         Command::Network(command) => network::run(&cli.global, &command),

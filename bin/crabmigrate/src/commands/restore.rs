@@ -270,6 +270,10 @@ fn run_container(global: &Global, id: &str, args: &RestoreArgs) -> anyhow::Resul
         manage_cgroups_mode: common::cgroup_mode(args.manage_cgroups_mode),
         external: validate::externals(&args.external, ExternalSide::Restore)?,
         cni: super::cni(global),
+        auto_dedup: args.auto_dedup,
+        empty_net_ns: args.empty_ns.is_some(),
+        lsm_profile: args.lsm_profile.clone(),
+        lsm_mount_context: args.lsm_mount_context.clone(),
         log_level: common::log_level(args.criu_log_level),
     };
     let restored = container::restore(&criu, &root, id, &opts, None)

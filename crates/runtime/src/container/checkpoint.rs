@@ -77,6 +77,11 @@ pub struct CheckpointOptions<'a> {
     pub manage_cgroups_mode: Option<CgroupMode>,
     /// More externals, in CRIU's syntax.
     pub external: Vec<External>,
+    /// Punch pages out of the parent images once they are in this dump.
+    pub auto_dedup: bool,
+    /// Leave the network namespace's contents out (runc's `--empty-ns
+    /// network`).
+    pub empty_net_ns: bool,
     pub log_level: LogLevel,
 }
 
@@ -160,7 +165,12 @@ pub fn checkpoint(
         shell_job: opts.shell_job || has_terminal(&bundle),
         file_locks: opts.file_locks,
         link_remap: opts.link_remap,
+        // With a parent, only memory changed since it is dumped: CRIU
+        // needs its dirty-page tracking for that, as runc asks for it.
+        track_mem: parent.is_some(),
         parent_img: parent,
+        auto_dedup: opts.auto_dedup,
+        empty_net_ns: opts.empty_net_ns,
         page_server: match (opts.page_server_socket, &opts.page_server) {
             (Some(fd), _) => Some(PageServerTarget::Socket(fd)),
             (None, Some((address, port))) => Some(PageServerTarget::Address {
@@ -170,7 +180,7 @@ pub fn checkpoint(
             (None, None) => None,
         },
         network_lock: opts.network_lock,
-        external: container_externals(&bundle)?,
+        external: container_externals(&bundle, state.cgroup.as_ref())?,
         ..Default::default()
     };
     options.external.extend(opts.external.iter().cloned());
@@ -276,12 +286,24 @@ fn write_descriptors(images_dir: &Path, pid: u32) -> Result<(), CheckpointError>
 }
 
 /// External mounts and namespaces of a container (see the module docs).
-pub(crate) fn container_externals(bundle: &spec::Bundle) -> Result<Vec<External>, CheckpointError> {
+pub(crate) fn container_externals(
+    bundle: &spec::Bundle,
+    cgroup: Option<&crate::cgroups::Cgroup>,
+) -> Result<Vec<External>, CheckpointError> {
     let spec = &bundle.spec;
     let mut out = Vec::new();
     let planned = bundle
         .mounts()
         .map_err(|e| CheckpointError::Bundle(String::new(), e))?;
+    // The cgroup views bound into a `cgroup` mount (see cgroup_mount.rs).
+    if let Some(cgroup) = cgroup {
+        for m in planned.iter().filter(|m| m.kind == MountKind::Cgroup) {
+            for (inside, _) in super::cgroup_mount::binds(cgroup, &m.destination) {
+                let inside = inside.to_string_lossy();
+                out.push(External::mount(&inside, &inside));
+            }
+        }
+    }
     for m in planned.iter().filter(|m| m.kind == MountKind::Bind) {
         let dest = m.destination.to_string_lossy();
         out.push(External::mount(&dest, &dest));

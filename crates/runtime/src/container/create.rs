@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{open, OFlag};
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxDeviceType, Spec};
 
 use super::hooks::{self, HookState};
 use super::init::{self, InitConfig, Message};
 use super::rootfs::MountKind;
-use crate::cgroups::{Cgroup, Resources};
+use crate::cgroups::{default_allowed_devices, Cgroup, DeviceRule, Resources};
 use crate::network;
+use crate::security::{ProcessSecurity, SecurityError};
 use crate::spec::{self, Bundle};
 use crate::state::{State, StateRoot, Status};
 
@@ -29,6 +30,8 @@ pub struct CreateOptions {
     pub console_socket: Option<PathBuf>,
     /// Attach the container to this CNI network (`--network`).
     pub network: Option<network::NetworkRequest>,
+    /// Use MS_MOVE and chroot instead of pivot_root (runc's `--no-pivot`).
+    pub no_pivot: bool,
 }
 
 /// A created container and the spec fields crabmigrate accepted without
@@ -66,6 +69,8 @@ pub enum CreateError {
     InitVanished,
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
+    #[error("cannot apply the spec's process security")]
+    Security(#[from] SecurityError),
     #[error("{field} {value:?} is not valid here")]
     Invalid { field: &'static str, value: String },
     #[error(transparent)]
@@ -176,7 +181,8 @@ pub fn create(
         (true, Some(path)) => Some(super::console::connect(path)?),
         _ => None,
     };
-    let config = init_config(&bundle, Some(cgroup.clone()), fifo, console)?;
+    let mut config = init_config(&bundle, Some(cgroup.clone()), fifo, console)?;
+    config.no_pivot = options.no_pivot;
 
     let (ours, theirs) =
         UnixStream::pair().map_err(|e| CreateError::Io("create a socket pair", e))?;
@@ -199,6 +205,12 @@ pub fn create(
             Ok(Some(Message::Pid(pid))) => {
                 init_pid = Some(pid);
                 cleanup.init = Some(pid);
+            }
+            Ok(Some(Message::UserNs)) => {
+                write_id_maps(&bundle.spec, intermediate.as_raw())?;
+                (&ours)
+                    .write_all(b"go\n")
+                    .map_err(|e| CreateError::Io("resume the intermediate process", e))?;
             }
             Ok(Some(Message::Hooks)) => {
                 let pid = init_pid.unwrap_or(0) as u32;
@@ -237,7 +249,7 @@ pub fn create(
     Ok(Created { state, warnings })
 }
 
-fn threads() -> Option<u32> {
+pub(crate) fn threads() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
@@ -294,10 +306,17 @@ pub(crate) fn namespace_paths(
 
 /// The supported subset of `linux.resources`.
 pub(crate) fn resources(spec: &Spec) -> Resources {
-    let mut r = Resources::default();
-    let Some(res) = spec::resources(spec) else {
-        return r;
+    let mut r = match spec::resources(spec) {
+        Some(res) => resources_of(res),
+        None => Resources::default(),
     };
+    r.devices = device_rules(spec);
+    r
+}
+
+/// The supported limits of a `linux.resources` object (no device rules).
+pub(crate) fn resources_of(res: &oci_spec::runtime::LinuxResources) -> Resources {
+    let mut r = Resources::default();
     if let Some(m) = res.memory() {
         r.memory_limit = m.limit();
         r.memory_swap = m.swap();
@@ -315,6 +334,44 @@ pub(crate) fn resources(spec: &Spec) -> Resources {
     r
 }
 
+/// `linux.resources.devices` in order, then allow rules for `linux.devices`
+/// and the default devices (runc's way); nothing when the spec restricts
+/// no devices.
+pub(crate) fn device_rules(spec: &Spec) -> Vec<DeviceRule> {
+    let listed = spec::resources(spec)
+        .and_then(|r| r.devices().as_deref())
+        .unwrap_or_default();
+    if listed.is_empty() {
+        return Vec::new();
+    }
+    let kind_char = |t: Option<LinuxDeviceType>| match t {
+        None | Some(LinuxDeviceType::A) => 'a',
+        Some(LinuxDeviceType::B) => 'b',
+        // c, u (unbuffered character) and p (fifo) are character rules.
+        Some(_) => 'c',
+    };
+    let mut rules: Vec<DeviceRule> = listed
+        .iter()
+        .map(|d| DeviceRule {
+            allow: d.allow(),
+            kind: kind_char(d.typ()),
+            major: d.major(),
+            minor: d.minor(),
+            access: d.access().clone().unwrap_or_else(|| "rwm".to_owned()),
+        })
+        .collect();
+    for dev in spec::devices(spec) {
+        rules.push(DeviceRule::allow(
+            kind_char(Some(dev.typ())),
+            Some(dev.major()),
+            Some(dev.minor()),
+            "rwm",
+        ));
+    }
+    rules.extend(default_allowed_devices());
+    rules
+}
+
 /// Turns the spec into the children's instructions.
 pub(crate) fn init_config(
     bundle: &Bundle,
@@ -327,10 +384,16 @@ pub(crate) fn init_config(
     let ns = spec::namespaces(spec).map_err(bad)?;
     let mut unshare = CloneFlags::empty();
     for kind in &ns.create {
-        unshare |= kind.clone_flag();
+        if *kind != spec::NamespaceKind::User {
+            unshare |= kind.clone_flag();
+        }
     }
+    let new_user_ns = ns.create.contains(&spec::NamespaceKind::User);
     let mut join = Vec::new();
-    for (kind, path) in &ns.join {
+    // A joined user namespace first: it owns the others.
+    let mut joined = ns.join.clone();
+    joined.sort_by_key(|(kind, _)| *kind != spec::NamespaceKind::User);
+    for (kind, path) in &joined {
         let file = open(
             path.as_path(),
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
@@ -364,11 +427,16 @@ pub(crate) fn init_config(
             rlimit_resource(&format!("{:?}", r.typ())).map(|res| (res, r.soft(), r.hard()))
         })
         .collect();
+    let security = ProcessSecurity::from_spec(
+        &process,
+        spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()),
+    )?;
     Ok(InitConfig {
         rootfs: bundle.rootfs.clone(),
         cgroup,
         join,
         unshare,
+        new_user_ns,
         propagation: spec::rootfs_propagation(spec).map_err(bad)?,
         mounts,
         populate_dev,
@@ -390,7 +458,9 @@ pub(crate) fn init_config(
         uid: process.user().uid(),
         gid: process.user().gid(),
         additional_gids: process.user().additional_gids().clone().unwrap_or_default(),
-        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        security,
+        no_pivot: false,
+        sysctl: spec::sysctls(spec).map_err(bad)?,
         cwd: process.cwd().clone(),
         args: cstrings(&process.args().clone().unwrap_or_default(), "process.args")?,
         env: cstrings(&process.env().clone().unwrap_or_default(), "process.env")?,
@@ -400,7 +470,7 @@ pub(crate) fn init_config(
 }
 
 /// `RLIMIT_NOFILE` (as oci-spec debug-prints it, `RlimitNofile`) to nix's.
-fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
+pub(crate) fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
     use nix::sys::resource::Resource::*;
     let key = name.to_ascii_uppercase().replace('_', "");
     Some(match key.trim_start_matches("RLIMIT") {
@@ -422,4 +492,20 @@ fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
         "STACK" => RLIMIT_STACK,
         _ => return None,
     })
+}
+
+/// Writes `linux.uidMappings` and `linux.gidMappings` to the new user
+/// namespace of process `pid` (each file in one write, as the kernel
+/// wants).
+fn write_id_maps(spec: &Spec, pid: i32) -> Result<(), CreateError> {
+    let (uids, gids) = spec::id_mappings(spec);
+    for (file, list) in [("uid_map", uids), ("gid_map", gids)] {
+        let text: String = list
+            .iter()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect();
+        std::fs::write(format!("/proc/{pid}/{file}"), text)
+            .map_err(|e| CreateError::Io("write the user namespace's id maps", e))?;
+    }
+    Ok(())
 }

@@ -9,7 +9,10 @@
 //! ```text
 //! create                intermediate            init
 //!   |--fork-------------->|                       |
-//!   |                     |--join cgroup, setns, unshare
+//!   |                     |--join cgroup, setns
+//!   |<--"userns"----------| (with a new user namespace: unshare it first)
+//!   |--uid_map, gid_map-->|
+//!   |--"go"-------------->|--setresuid(0), unshare the others
 //!   |                     |--fork----------------->|
 //!   |<--"pid N"-----------|                        |
 //!   |                     x (exits)                |--mounts (before pivot)
@@ -39,6 +42,7 @@ use nix::unistd::{Gid, Uid};
 use super::console;
 use super::rootfs::{self, MountEntry};
 use crate::cgroups::Cgroup;
+use crate::security::{ProcessSecurity, SecurityError};
 
 /// Everything the children need, prepared by `create` before forking so
 /// that the children only act.
@@ -48,8 +52,10 @@ pub struct InitConfig {
     pub cgroup: Option<Cgroup>,
     /// Namespaces to join: (kind flag, open namespace file).
     pub join: Vec<(CloneFlags, OwnedFd)>,
-    /// Namespaces to create.
+    /// Namespaces to create, the user namespace excepted.
     pub unshare: CloneFlags,
+    /// Create a user namespace first (`create` writes its id maps).
+    pub new_user_ns: bool,
     pub propagation: MsFlags,
     pub mounts: Vec<MountEntry>,
     /// Whether /dev is a tmpfs that needs the default device nodes.
@@ -63,7 +69,12 @@ pub struct InitConfig {
     pub uid: u32,
     pub gid: u32,
     pub additional_gids: Vec<u32>,
-    pub no_new_privileges: bool,
+    /// Capabilities, no_new_privs, seccomp, LSM labels, umask, OOM score.
+    pub security: ProcessSecurity,
+    /// Move the rootfs onto / and chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// `linux.sysctl`, checked to be namespaced.
+    pub sysctl: Vec<(String, String)>,
     pub cwd: PathBuf,
     pub args: Vec<CString>,
     pub env: Vec<CString>,
@@ -77,6 +88,8 @@ pub struct InitConfig {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message {
     Pid(i32),
+    /// The intermediate made the user namespace; its id maps are due.
+    UserNs,
     Hooks,
     Ready,
     Error(String),
@@ -93,6 +106,7 @@ pub fn read_message(reader: &mut BufReader<&UnixStream>) -> std::io::Result<Opti
         Some(("pid", n)) => Message::Pid(n.parse().unwrap_or(0)),
         Some(("error", text)) => Message::Error(text.to_owned()),
         _ if line == "hooks" => Message::Hooks,
+        _ if line == "userns" => Message::UserNs,
         _ if line == "ready" => Message::Ready,
         _ => Message::Error(format!(
             "unexpected message from the container init: {line:?}"
@@ -100,21 +114,21 @@ pub fn read_message(reader: &mut BufReader<&UnixStream>) -> std::io::Result<Opti
     }))
 }
 
-fn send(sock: &UnixStream, line: &str) {
+pub(super) fn send(sock: &UnixStream, line: &str) {
     let mut s = sock;
     let _ = s.write_all(format!("{line}\n").as_bytes());
 }
 
 /// Ends a child process at once: no destructors, no atexit handlers, no
 /// flushing of buffers copied from the parent.
-fn exit_now(code: i32) -> ! {
+pub(super) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and is async-signal-safe; skipping Rust
     // destructors is intended in a forked child.
     unsafe { libc::_exit(code) }
 }
 
 /// Reports `err` (the whole chain) to `create` and exits.
-fn fail(sock: &UnixStream, err: &dyn std::error::Error) -> ! {
+pub(super) fn fail(sock: &UnixStream, err: &dyn std::error::Error) -> ! {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
@@ -141,6 +155,15 @@ pub enum InitError {
     Parent,
     #[error("cannot wait for start on exec.fifo")]
     Fifo(#[source] nix::Error),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+    #[error("cannot set sysctl {key} to {value:?}")]
+    Sysctl {
+        key: String,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot execute {0:?} (not found in the container's PATH or not executable)")]
     Exec(String, #[source] nix::Error),
 }
@@ -151,7 +174,7 @@ fn sys<T>(what: &'static str, r: nix::Result<T>) -> Result<T, InitError> {
 
 /// The intermediate process: joins, unshares, forks the init. Never returns.
 pub fn intermediate(config: InitConfig, sock: UnixStream) -> ! {
-    if let Err(e) = enter_namespaces(&config) {
+    if let Err(e) = enter_namespaces(&config, &sock) {
         fail(&sock, &e);
     }
     // SAFETY: this process was forked from a single-threaded `create` and is
@@ -166,14 +189,39 @@ pub fn intermediate(config: InitConfig, sock: UnixStream) -> ! {
     }
 }
 
-fn enter_namespaces(config: &InitConfig) -> Result<(), InitError> {
+fn enter_namespaces(config: &InitConfig, sock: &UnixStream) -> Result<(), InitError> {
     if let Some(cgroup) = &config.cgroup {
         cgroup
             .add_process(std::process::id())
             .map_err(InitError::Cgroup)?;
     }
+    // A joined user namespace comes first in `join` (it owns the others).
     for (kind, file) in &config.join {
         sys("join a namespace", nix::sched::setns(file, *kind))?;
+    }
+    if config.new_user_ns {
+        // The user namespace first, so that it owns the others; `create`
+        // writes its id maps, then this process becomes its root.
+        sys(
+            "create the user namespace",
+            nix::sched::unshare(CloneFlags::CLONE_NEWUSER),
+        )?;
+        send(sock, "userns");
+        let mut reply = String::new();
+        match BufReader::new(sock).read_line(&mut reply) {
+            Ok(n) if n > 0 && reply.trim_end() == "go" => {}
+            _ => return Err(InitError::Parent),
+        }
+        let root = nix::unistd::Gid::from_raw(0);
+        sys(
+            "become root in the user namespace (gid)",
+            nix::unistd::setresgid(root, root, root),
+        )?;
+        let root = nix::unistd::Uid::from_raw(0);
+        sys(
+            "become root in the user namespace (uid)",
+            nix::unistd::setresuid(root, root, root),
+        )?;
     }
     sys("create namespaces", nix::sched::unshare(config.unshare))
 }
@@ -184,9 +232,10 @@ fn init(config: InitConfig, sock: UnixStream) -> ! {
         // Find the program now, so that a missing one fails `create` with a
         // message (as runc does) rather than the init exiting silently
         // after `start`.
-        let program = find_program(&config)?;
+        let program = find_program(&config.args, &config.env)?;
         send(&sock, "ready");
         wait_for_start(&config)?;
+        config.security.before_exec()?;
         exec(&config, &program)
     });
     match result {
@@ -204,7 +253,11 @@ fn prepare(config: &InitConfig, sock: &UnixStream) -> Result<(), InitError> {
     if new_mount_ns {
         rootfs::prepare_root(rootfs, config.propagation)?;
         for m in &config.mounts {
-            rootfs::mount_one(rootfs, m, new_netns)?;
+            if m.kind == rootfs::MountKind::Cgroup {
+                super::cgroup_mount::mount(rootfs, m, config.cgroup.as_ref())?;
+            } else {
+                rootfs::mount_one(rootfs, m, new_netns)?;
+            }
         }
         if config.populate_dev {
             rootfs::populate_dev(rootfs, &config.devices)?;
@@ -232,7 +285,14 @@ fn prepare(config: &InitConfig, sock: &UnixStream) -> Result<(), InitError> {
         None => None,
     };
     if new_mount_ns {
-        rootfs::pivot_root(rootfs)?;
+        if config.no_pivot {
+            rootfs::move_root(rootfs)?;
+        } else {
+            rootfs::pivot_root(rootfs)?;
+        }
+        // After pivot_root the container's /proc is at /proc; before the
+        // read-only paths, which usually include /proc/sys.
+        write_sysctls(&config.sysctl)?;
         for path in &config.masked {
             rootfs::mask(path)?;
         }
@@ -257,6 +317,7 @@ fn prepare(config: &InitConfig, sock: &UnixStream) -> Result<(), InitError> {
             nix::sys::resource::setrlimit(resource, soft, hard),
         )?;
     }
+    config.security.before_user()?;
     let gids: Vec<Gid> = config
         .additional_gids
         .iter()
@@ -271,14 +332,26 @@ fn prepare(config: &InitConfig, sock: &UnixStream) -> Result<(), InitError> {
         "set the user id",
         nix::unistd::setuid(Uid::from_raw(config.uid)),
     )?;
-    if config.no_new_privileges {
-        sys("set no_new_privs", nix::sys::prctl::set_no_new_privs())?;
-    }
+    config.security.after_user()?;
     sys(
         "enter the working directory",
         nix::unistd::chdir(&config.cwd),
     )?;
     close_on_exec_from(3);
+    Ok(())
+}
+
+/// Writes the sysctls through the container's /proc/sys.
+fn write_sysctls(sysctls: &[(String, String)]) -> Result<(), InitError> {
+    for (key, value) in sysctls {
+        std::fs::write(crate::spec::sysctl_path(key), value).map_err(|source| {
+            InitError::Sysctl {
+                key: key.clone(),
+                value: value.clone(),
+                source,
+            }
+        })?;
+    }
     Ok(())
 }
 
@@ -324,7 +397,7 @@ fn reopen_null_stdio() -> Result<(), InitError> {
 /// Marks every descriptor from `first` up close-on-exec, so nothing the
 /// runtime's caller leaked reaches the container (and CRIU never meets a
 /// descriptor pointing outside it), as runc does.
-fn close_on_exec_from(first: i32) {
+pub(super) fn close_on_exec_from(first: i32) {
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return;
     };
@@ -394,16 +467,15 @@ fn wait_for_start(config: &InitConfig) -> Result<(), InitError> {
 /// The user program, which must be an executable file: `process.args[0]`
 /// when it holds a '/', else the first such file of that name in the
 /// container's PATH (not ours).
-fn find_program(config: &InitConfig) -> Result<CString, InitError> {
-    let Some(program) = config.args.first() else {
+pub(super) fn find_program(args: &[CString], env: &[CString]) -> Result<CString, InitError> {
+    let Some(program) = args.first() else {
         return Err(InitError::Exec(String::new(), nix::Error::EINVAL));
     };
     let name = program.to_string_lossy().into_owned();
     let candidates: Vec<CString> = if name.contains('/') {
         vec![program.clone()]
     } else {
-        let path = config
-            .env
+        let path = env
             .iter()
             .find_map(|kv| kv.to_str().ok()?.strip_prefix("PATH=").map(str::to_owned))
             .unwrap_or_else(|| {

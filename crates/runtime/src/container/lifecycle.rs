@@ -231,7 +231,11 @@ pub fn resume(root: &StateRoot, id: &str) -> Result<State, LifecycleError> {
     Ok(state)
 }
 
-/// The OCI runtime spec's view of a container (`crabmigrate state`).
+/// The OCI runtime spec's view of a container (`crabmigrate state`), with
+/// runc's fields: `created` in RFC 3339 (engines parse it as a time),
+/// `owner` (empty: containers belong to root). `status` may also be
+/// `paused` (as with runc) and `checkpointed` (crabmigrate's: the images
+/// hold the container, which `restore` brings back under this ID).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OciState {
@@ -241,7 +245,8 @@ pub struct OciState {
     pub pid: u32,
     pub bundle: PathBuf,
     pub rootfs: PathBuf,
-    pub created: u64,
+    pub created: String,
+    pub owner: String,
     pub annotations: std::collections::BTreeMap<String, String>,
     /// The CNI network attachment (`--network`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -259,7 +264,8 @@ pub fn oci_state(root: &StateRoot, id: &str) -> Result<OciState, LifecycleError>
         pid,
         bundle: s.bundle,
         rootfs: s.rootfs,
-        created: s.created,
+        created: rfc3339(s.created),
+        owner: String::new(),
         annotations: s.annotations,
         network: s.network.as_ref().map(crate::network::Attachment::status),
     })
@@ -323,4 +329,10 @@ pub(crate) fn run_hooks(state: &State, stage: &'static str) -> Result<(), hooks:
             annotations: &state.annotations,
         },
     )
+}
+
+/// Seconds since the epoch as RFC 3339 in UTC (`2026-01-01T00:00:00Z`).
+pub fn rfc3339(seconds: u64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(seconds);
+    humantime::format_rfc3339_seconds(time).to_string()
 }

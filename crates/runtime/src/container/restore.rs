@@ -70,6 +70,14 @@ pub struct RestoreOptions {
     pub manage_cgroups_mode: Option<CgroupMode>,
     /// More externals, in CRIU's syntax.
     pub external: Vec<External>,
+    /// Punch pages out of the images as they are restored.
+    pub auto_dedup: bool,
+    /// Restore into an empty network namespace (runc's `--empty-ns`).
+    pub empty_net_ns: bool,
+    /// The restored tree's LSM profile, `apparmor:NAME` or `selinux:LABEL`.
+    pub lsm_profile: Option<String>,
+    /// The SELinux context of the restored mounts.
+    pub lsm_mount_context: Option<String>,
     pub log_level: LogLevel,
     /// The host's CNI setup, for a checkpoint with a network.
     pub cni: network::Cni,
@@ -239,6 +247,10 @@ pub fn restore_networked(
     o.file_locks = opts.file_locks;
     o.link_remap = opts.link_remap;
     o.lazy_pages = opts.lazy_pages;
+    o.auto_dedup = opts.auto_dedup;
+    o.empty_net_ns = opts.empty_net_ns;
+    o.lsm_profile = opts.lsm_profile.clone();
+    o.lsm_mount_context = opts.lsm_mount_context.clone();
     o.network_lock = opts.network_lock;
     o.orphan_pts_master = console.is_some();
     o.cgroups.mode = Some(opts.manage_cgroups_mode.unwrap_or(CgroupMode::Soft));
@@ -254,7 +266,7 @@ pub fn restore_networked(
     if !cgroup.paths().is_empty() {
         o.cgroups.roots.push((None, cgroup.path().to_owned()));
     }
-    o.external = restore_externals(&bundle)?;
+    o.external = restore_externals(&bundle, &cgroup)?;
     o.external.extend(opts.external.iter().cloned());
     for (kind, file) in &joined {
         match *kind {
@@ -458,11 +470,21 @@ fn create_mount_points(bundle: &Bundle) -> Result<(), RestoreError> {
 }
 
 /// Externals mapped back to their sources.
-fn restore_externals(bundle: &Bundle) -> Result<Vec<External>, RestoreError> {
+fn restore_externals(bundle: &Bundle, cgroup: &Cgroup) -> Result<Vec<External>, RestoreError> {
     let mut out = Vec::new();
     let mounts = bundle
         .mounts()
         .map_err(|e| RestoreError::Bundle(bundle.dir.clone(), e))?;
+    // A `cgroup` mount's views go to the restored container's cgroup.
+    for m in mounts.iter().filter(|m| m.kind == MountKind::Cgroup) {
+        for (inside, dir) in super::cgroup_mount::binds(cgroup, &m.destination) {
+            out.push(External::raw(format!(
+                "mnt[{}]:{}",
+                inside.display(),
+                dir.display()
+            )));
+        }
+    }
     for m in mounts.iter().filter(|m| m.kind == MountKind::Bind) {
         let key = m.destination.to_string_lossy();
         let source = m.source.as_deref().unwrap_or(Path::new("/"));

@@ -89,12 +89,12 @@ pub fn secure_join(root: &Path, path: &Path) -> Result<PathBuf, RootfsError> {
     Ok(root.join(resolved.strip_prefix("/").unwrap_or(&resolved)))
 }
 
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
+pub(super) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
     let path = path.to_path_buf();
     move |source| RootfsError::Io { what, path, source }
 }
 
-fn do_mount(
+pub(super) fn do_mount(
     kind: MountKind,
     source: Option<&Path>,
     target: &Path,
@@ -208,7 +208,12 @@ pub fn mount_one(rootfs: &Path, m: &MountEntry, new_netns: bool) -> Result<(), R
 }
 
 /// Bind mount, then a remount for the flags a bind ignores (ro, nosuid...).
-fn bind(kind: MountKind, source: &Path, target: &Path, flags: MsFlags) -> Result<(), RootfsError> {
+pub(super) fn bind(
+    kind: MountKind,
+    source: &Path,
+    target: &Path,
+    flags: MsFlags,
+) -> Result<(), RootfsError> {
     let rec = flags & MsFlags::MS_REC;
     do_mount(
         kind,
@@ -284,6 +289,28 @@ pub fn pivot_root(rootfs: &Path) -> Result<(), RootfsError> {
     nix::unistd::pivot_root(".", ".").map_err(pivot)?;
     umount2(".", MntFlags::MNT_DETACH).map_err(pivot)?;
     nix::unistd::chdir("/").map_err(pivot)
+}
+
+/// Switches the root to `rootfs` without pivot_root (runc's `--no-pivot`,
+/// for a rootfs on a ramdisk, where pivot_root fails): moves the mount
+/// onto / and chroots into it. The old root stays reachable from outside
+/// the chroot, which is why pivot_root is the default.
+pub fn move_root(rootfs: &Path) -> Result<(), RootfsError> {
+    let fail = |source| RootfsError::Pivot {
+        path: rootfs.to_path_buf(),
+        source,
+    };
+    nix::unistd::chdir(rootfs).map_err(fail)?;
+    mount(
+        Some(rootfs),
+        "/",
+        None::<&str>,
+        MsFlags::MS_MOVE,
+        None::<&str>,
+    )
+    .map_err(fail)?;
+    nix::unistd::chroot(".").map_err(fail)?;
+    nix::unistd::chdir("/").map_err(fail)
 }
 
 /// Hides `path` (inside the container, after pivot_root): /dev/null over a
