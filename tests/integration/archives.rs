@@ -331,7 +331,7 @@ fn import_refuses_crafted_archives_and_leaves_nothing() {
     cli_refuses(b"hello", "is not a tar archive");
     cli_refuses(
         &tar_of(&[raw("checkpoint/inventory.img", b'0', INV, None, None)]),
-        "does not start with crabmigrate-manifest.json",
+        "is not a checkpoint archive: it starts with no crabmigrate-manifest.json",
     );
 }
 

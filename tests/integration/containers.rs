@@ -1050,6 +1050,8 @@ fn bad_input_commands() {
     ] {
         fails(&rt, &args, &["no-such-container", "does not exist"]);
     }
+    // As runc: a forced delete of nothing succeeds (engines clean up so).
+    ok(&rt, &["delete", "--force", "no-such-container"]);
     fails(
         &rt,
         &["kill", "no-such-container", "NOPE"],

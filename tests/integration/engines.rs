@@ -5,13 +5,18 @@
 //! - `podman_drives_crabmigrate`: Podman 4.3 with `--runtime` naming
 //!   crabmigrate (cgroupfs manager, vfs storage, a busybox image from
 //!   `podman import`) runs a counter, execs into it (Podman's seccomp
-//!   profile and capabilities are in force), checkpoints and restores it
+//!   profile and capabilities are in force), pauses and unpauses it,
+//!   checkpoints it with
+//!   `--leave-running --print-stats`, checkpoints and restores it
 //!   (the counter goes on, the init as confined as before), checkpoints it
 //!   with `--export` and restores the archive with `--import` into a second
-//!   storage root, and stops it.
+//!   storage root, and stops it. crabmigrate adds nothing to Podman's output
+//!   nor to the container's log (runc's silence).
 //! - `containerd_drives_crabmigrate`: a containerd started by the test with
 //!   its own root, state and socket runs a container through `ctr` with the
-//!   runc shim's binary set to crabmigrate, execs into it, kills it.
+//!   runc shim's binary set to crabmigrate, execs into it, checkpoints it
+//!   into an image, removes it and restores it from the image (the counter
+//!   goes on), kills it (a second kill is "not found", as with runc).
 //!
 //! Each test owns every storage root, state root, cgroup parent and daemon
 //! it uses, and a guard removes them even when the test fails.
@@ -26,11 +31,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use testkit::wait_until;
 
-const PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Whether every program is on PATH; prints SKIPPED (or fails under
 /// CI=true) when one is missing.
-fn programs(test: &str, names: &[&str]) -> bool {
+pub(crate) fn programs(test: &str, names: &[&str]) -> bool {
     let missing: Vec<&str> = names
         .iter()
         .copied()
@@ -47,7 +52,7 @@ fn programs(test: &str, names: &[&str]) -> bool {
     false
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
             .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
@@ -56,7 +61,7 @@ fn which(program: &str) -> Option<PathBuf> {
     })
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}; stdout: {}; stderr: {}",
         out.status,
@@ -66,7 +71,7 @@ fn text(out: &Output) -> String {
 }
 
 /// A busybox root filesystem (sh and the applets the tests use, /tmp).
-fn busybox_rootfs(dir: &Path) {
+pub(crate) fn busybox_rootfs(dir: &Path) {
     for sub in ["bin", "tmp", "proc", "sys", "dev", "etc", "run"] {
         fs::create_dir_all(dir.join(sub)).unwrap();
     }
@@ -82,7 +87,7 @@ fn busybox_rootfs(dir: &Path) {
 }
 
 /// A tar of `dir`'s contents.
-fn tar_of(dir: &Path) -> Vec<u8> {
+pub(crate) fn tar_of(dir: &Path) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
     builder.append_dir_all(".", dir).unwrap();
@@ -90,12 +95,12 @@ fn tar_of(dir: &Path) -> Vec<u8> {
 }
 
 /// The counter a container writes to /tmp/counter every 50 ms.
-const COUNTER: &str =
+pub(crate) const COUNTER: &str =
     "i=0; while :; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/counter; \
                        sleep 0.05; done";
 
 /// Umounts whatever is mounted below `dir` (deepest first).
-fn umount_below(dir: &Path) {
+pub(crate) fn umount_below(dir: &Path) {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };
@@ -113,7 +118,7 @@ fn umount_below(dir: &Path) {
 
 /// Removes cgroup `path` (relative, e.g. "crabmigrate-podman-123") and
 /// everything below it from every hierarchy.
-fn remove_cgroup_tree(path: &str) {
+pub(crate) fn remove_cgroup_tree(path: &str) {
     let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
@@ -144,13 +149,13 @@ fn remove_cgroup_tree(path: &str) {
 /// Podman with private storage, state, tmp dir and cgroup parent, and
 /// crabmigrate (through a wrapper giving it a private state root) as the
 /// runtime named "crabmigrate".
-struct Podman {
-    dir: tempfile::TempDir,
-    cgroup_parent: String,
+pub(crate) struct Podman {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) cgroup_parent: String,
 }
 
 impl Podman {
-    fn new(criu: &Path) -> Self {
+    pub(crate) fn new(criu: &Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("bin");
         fs::create_dir_all(&bin).unwrap();
@@ -171,8 +176,12 @@ impl Podman {
             dir.path().join("containers.conf"),
             format!(
                 "[engine]\nevents_logger = \"file\"\ncgroup_manager = \"cgroupfs\"\n\
-                 [engine.runtimes]\ncrabmigrate = [\"{}\"]\n",
-                wrapper.display()
+                 runtime_supports_json = [\"crabmigrate\", \"runc\"]\n\
+                 [engine.runtimes]\ncrabmigrate = [\"{}\"]\nrunc = [\"{}\"]\n",
+                wrapper.display(),
+                which("runc")
+                    .unwrap_or_else(|| PathBuf::from("/usr/sbin/runc"))
+                    .display()
             ),
         )
         .unwrap();
@@ -183,7 +192,7 @@ impl Podman {
     }
 
     /// `podman` on storage root number `root` (1 or 2).
-    fn command(&self, root: u32, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, root: u32, args: &[&str]) -> Command {
         let d = self.dir.path();
         let path = format!(
             "{}:{}",
@@ -200,28 +209,93 @@ impl Podman {
             .arg("--tmpdir")
             .arg(d.join(format!("tmp{root}")))
             .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
-            .args(["--events-backend", "file", "--runtime", "crabmigrate"])
-            .args(args)
-            .stdin(Stdio::null());
+            .args(["--events-backend", "file"]);
+        if args.first() != Some(&"--runtime") {
+            cmd.args(["--runtime", "crabmigrate"]);
+        }
+        cmd.args(args).stdin(Stdio::null());
         cmd
     }
 
-    fn run(&self, root: u32, args: &[&str]) -> Output {
+    /// The criu executable for Podman (found on PATH) and the tests.
+    pub(crate) fn criu_path() -> PathBuf {
+        criu_rpc::CriuBinary::locate(None)
+            .unwrap()
+            .path()
+            .to_path_buf()
+    }
+
+    /// Imports the busybox rootfs (kept in `rootfs/` of the test's
+    /// directory) into storage root `root` as image `image`.
+    pub(crate) fn import_busybox(&self, root: u32, image: &str) {
+        let rootfs = self.rootfs();
+        if !rootfs.is_dir() {
+            busybox_rootfs(&rootfs);
+        }
+        let tar_path = self.dir.path().join("rootfs.tar");
+        if !tar_path.is_file() {
+            fs::write(&tar_path, tar_of(&rootfs)).unwrap();
+        }
+        self.ok(root, &["import", tar_path.to_str().unwrap(), image]);
+    }
+
+    /// The busybox rootfs the images are made of.
+    pub(crate) fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    /// Runs the counter detached as container `name` from `image`, with
+    /// OCI runtime `runtime`, and waits until it counts.
+    pub(crate) fn run_counter(&self, root: u32, runtime: &str, name: &str, image: &str) -> u64 {
+        // Root lacks CAP_SYS_RESOURCE here: Podman's default nofile limit
+        // cannot be set, the current hard limit can.
+        let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .unwrap()
+            .1;
+        let nofile = format!("nofile={hard}:{hard}");
+        let parent = format!("/{}", self.cgroup_parent);
+        self.ok(
+            root,
+            &[
+                "--runtime",
+                runtime,
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                "none",
+                "--ulimit",
+                &nofile,
+                "--ulimit",
+                "nproc=4096:4096",
+                "--cgroup-parent",
+                &parent,
+                image,
+                "sh",
+                "-c",
+                COUNTER,
+            ],
+        );
+        wait_until(PATIENCE, || self.counter(root, name)).expect("the counter runs")
+    }
+
+    pub(crate) fn run(&self, root: u32, args: &[&str]) -> Output {
         self.command(root, args).output().expect("podman runs")
     }
 
-    fn ok(&self, root: u32, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, root: u32, args: &[&str]) -> String {
         let out = self.run(root, args);
         assert!(out.status.success(), "podman {args:?}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    fn counter(&self, root: u32, name: &str) -> Option<u64> {
+    pub(crate) fn counter(&self, root: u32, name: &str) -> Option<u64> {
         let out = self.run(root, &["exec", name, "cat", "/tmp/counter"]);
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
     }
 
-    fn init_pid(&self, root: u32, name: &str) -> u32 {
+    pub(crate) fn init_pid(&self, root: u32, name: &str) -> u32 {
         self.ok(root, &["inspect", "-f", "{{.State.Pid}}", name])
             .parse()
             .unwrap()
@@ -268,49 +342,12 @@ fn podman_drives_crabmigrate() {
     if !programs("podman_drives_crabmigrate", &["podman", "conmon"]) {
         return;
     }
-    let criu_path = criu_rpc::CriuBinary::locate(None)
-        .unwrap()
-        .path()
-        .to_path_buf();
     drop(criu);
-    let podman = Podman::new(&criu_path);
-    let rootfs = podman.dir.path().join("rootfs");
-    busybox_rootfs(&rootfs);
-    let tar_path = podman.dir.path().join("rootfs.tar");
-    fs::write(&tar_path, tar_of(&rootfs)).unwrap();
+    let podman = Podman::new(&Podman::criu_path());
     let image = format!("localhost/crabmigrate-bb:{}", std::process::id());
-    podman.ok(1, &["import", tar_path.to_str().unwrap(), &image]);
-
-    // Root lacks CAP_SYS_RESOURCE here: Podman's default nofile limit
-    // cannot be set, the current hard limit can.
-    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .unwrap()
-        .1;
-    let nofile = format!("nofile={hard}:{hard}");
+    podman.import_busybox(1, &image);
     let name = format!("cm-{}", std::process::id());
-    let parent = format!("/{}", podman.cgroup_parent);
-    podman.ok(
-        1,
-        &[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "none",
-            "--ulimit",
-            &nofile,
-            "--ulimit",
-            "nproc=4096:4096",
-            "--cgroup-parent",
-            &parent,
-            &image,
-            "sh",
-            "-c",
-            COUNTER,
-        ],
-    );
-    let first = wait_until(PATIENCE, || podman.counter(1, &name)).expect("the counter runs");
+    let first = podman.run_counter(1, "crabmigrate", &name, &image);
 
     // exec: inside the container, under Podman's seccomp profile and
     // capability set.
@@ -338,12 +375,44 @@ fn podman_drives_crabmigrate() {
     // checkpoint and restore: the counter goes on, confinement is kept.
     let before = confinement(podman.init_pid(1, &name));
     assert!(before.contains(&"Seccomp:\t2".to_owned()), "{before:?}");
-    podman.ok(1, &["container", "checkpoint", &name]);
+    // pause and unpause (the runtime's pause and resume).
+    podman.ok(1, &["pause", &name]);
+    assert_eq!(
+        podman.ok(1, &["inspect", "-f", "{{.State.Status}}", &name]),
+        "paused"
+    );
+    podman.ok(1, &["unpause", &name]);
+    // --leave-running (Podman passes the flag twice) with --print-stats
+    // (Podman reads CRIU's statistics from the work path).
+    let stats = podman.ok(
+        1,
+        &[
+            "container",
+            "checkpoint",
+            "--leave-running",
+            "--print-stats",
+            &name,
+        ],
+    );
+    assert!(stats.contains("pages_written"), "{stats}");
+    assert_eq!(
+        podman.ok(1, &["inspect", "-f", "{{.State.Status}}", &name]),
+        "running"
+    );
+    // As with runc, the runtime adds nothing to what Podman prints (the
+    // container's name) nor to the container's log.
+    assert_eq!(podman.ok(1, &["container", "checkpoint", &name]), name);
     assert_eq!(
         podman.ok(1, &["inspect", "-f", "{{.State.Status}}", &name]),
         "exited"
     );
-    podman.ok(1, &["container", "restore", &name]);
+    assert_eq!(podman.ok(1, &["container", "restore", &name]), name);
+    let log = podman.run(1, &["logs", &name]);
+    assert!(
+        log.stdout.is_empty() && log.stderr.is_empty(),
+        "the container's log: {}",
+        text(&log)
+    );
     let after = confinement(podman.init_pid(1, &name));
     assert_eq!(before, after, "the restored init is confined differently");
     let later = wait_until(PATIENCE, || podman.counter(1, &name).filter(|&c| c > first))
@@ -575,29 +644,60 @@ fn containerd_drives_crabmigrate() {
         COUNTER,
     ]);
     assert_eq!(ctd.task_status(&id).as_deref(), Some("RUNNING"));
-    let mut attempt = 0;
-    let seen = wait_until(PATIENCE, || {
-        attempt += 1;
-        let exec_id = format!("probe{attempt}");
-        let out = ctd.run(&[
-            "task",
-            "exec",
-            "--exec-id",
-            &exec_id,
-            &id,
-            "cat",
-            "/tmp/counter",
-        ]);
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<u64>()
-            .ok()
-    })
-    .expect("the counter is readable through exec");
-    assert!(seen >= 1);
+    let attempt = std::cell::Cell::new(0);
+    // The counter, read through `ctr task exec` (each exec its own ID).
+    let counter = |above: u64| {
+        wait_until(PATIENCE, || {
+            attempt.set(attempt.get() + 1);
+            let exec_id = format!("probe{}", attempt.get());
+            let out = ctd.run(&[
+                "task",
+                "exec",
+                "--exec-id",
+                &exec_id,
+                &id,
+                "cat",
+                "/tmp/counter",
+            ]);
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&c| c > above)
+        })
+    };
+    let seen = counter(5).expect("the counter is readable through exec");
     // The shim asked crabmigrate (the `ps --format json` path) for pids.
     let pids = ctd.ok(&["task", "ps", &id]);
     assert!(pids.lines().count() >= 2, "{pids}");
+
+    // Checkpoint into an image (the shim pauses, checkpoints with runc's
+    // flags and --leave-running, resumes), remove the container, and bring
+    // it back from the image (the shim restores with -no-subreaper).
+    let checkpoint = format!("localhost/{id}-checkpoint:1");
+    ctd.ok(&["container", "checkpoint", "--task", &id, &checkpoint]);
+    ctd.ok(&["task", "kill", "--signal", "SIGKILL", &id]);
+    wait_until(PATIENCE, || {
+        (ctd.task_status(&id).as_deref() == Some("STOPPED")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the task did not stop: {:?}", ctd.task_status(&id)));
+    // A kill of the exited task is "not found", as with runc.
+    let again = ctd.run(&["task", "kill", "--signal", "SIGKILL", &id]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not found"),
+        "{}",
+        text(&again)
+    );
+    ctd.ok(&["task", "delete", &id]);
+    ctd.ok(&["container", "delete", &id]);
+    ctd.ok(&["container", "restore", "--live", &id, &checkpoint]);
+    assert_eq!(ctd.task_status(&id).as_deref(), Some("RUNNING"));
+    let restored = counter(0).expect("the restored counter is readable");
+    assert!(
+        restored >= seen,
+        "the counter started afresh ({restored} < {seen}) instead of going on"
+    );
+    counter(restored).expect("the restored counter goes on");
 
     ctd.ok(&["task", "kill", "--signal", "SIGKILL", &id]);
     wait_until(PATIENCE, || {

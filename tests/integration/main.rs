@@ -26,6 +26,8 @@ mod container_cr;
 /// The container lifecycle: create, start, run, state, list, ps, kill,
 /// delete, pause, resume, hooks, and bad bundles.
 mod containers;
+/// Checkpoint archives between Podman and crabmigrate, both ways.
+mod engine_archives;
 /// crabmigrate as the OCI runtime of Podman and containerd.
 mod engines;
 /// `inspect` and the image decoder on real dumps (a process tree, a busybox

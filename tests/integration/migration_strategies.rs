@@ -51,13 +51,15 @@ impl Drop for DestinationContainer {
 /// A counting container on the source, an agent, and the name it gets on
 /// the destination.
 struct ContainerLab {
+    /// First: fields drop in order, and the destination's container must be
+    /// deleted while the agent's state root (in `lab`) still exists.
+    dest: DestinationContainer,
     lab: Lab,
     agent: Agent,
     rt: Runtime,
     bundle: testkit::BusyboxBundle,
     id: String,
     target: String,
-    dest: DestinationContainer,
     /// The counter once it reached 3.
     before: Count,
 }

@@ -19,6 +19,14 @@
 //!   and `owner`; `--log FILE --log-format json` ends with runc's error
 //!   line, which says "does not exist" for a missing container;
 //!   `--systemd-cgroup` is refused naming the fix.
+//! - `quiet_as_runc_when_an_engine_calls`: checkpoint and restore print
+//!   their summary with crabmigrate's `--images-dir`, nothing on stdout
+//!   with runc's `--image-path` or with `--log` (the summary is in the log
+//!   at info level), as engines need.
+//! - `delete_kills_what_is_left_in_a_stopped_container`: a container
+//!   without a pid namespace of its own stops while a process exec'd into
+//!   it lives on in its cgroup; `delete` (no --force) kills it and removes
+//!   the cgroup, as runc's delete does.
 
 use std::fs;
 use std::io::Write;
@@ -337,4 +345,151 @@ fn cgroup_mount_shows_the_containers_cgroup() {
     );
     check("after restore");
     ok(&rt, &["delete", "--force", &id]);
+}
+
+#[test]
+fn quiet_as_runc_when_an_engine_calls() {
+    if testkit::real_criu("quiet_as_runc_when_an_engine_calls").is_none() {
+        return;
+    }
+    let rt = Runtime::new();
+    let b = bundle_with(&["sh", "-c", "while :; do sleep 0.1; done"], |_| {});
+    let id = testkit::container_id("quiet");
+    let bundle = path_str(b.path());
+    crate::container_cr::run_detached(&rt, &["run", "-d", "--bundle", bundle, &id]);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let log_path = path_str(log.path());
+    let mut round = 0;
+    let mut images = || {
+        round += 1;
+        b.path().join(format!("images-{round}"))
+    };
+    let stdout = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let succeeded = |args: &[&str]| {
+        let out = cli(&rt, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+
+    // crabmigrate's own spelling: the summary, as before.
+    let dir = images();
+    let out = succeeded(&["checkpoint", &id, "--images-dir", path_str(&dir)]);
+    assert!(
+        stdout(&out).starts_with(&format!("checkpointed container {id}")),
+        "{}",
+        stdout(&out)
+    );
+    // runc's spelling (how Podman, conmon and containerd call): silent.
+    let out = succeeded(&[
+        "restore",
+        &id,
+        "--bundle",
+        bundle,
+        "--image-path",
+        path_str(&dir),
+        "--detach",
+    ]);
+    assert_eq!(stdout(&out), "");
+    let dir = images();
+    let out = succeeded(&["checkpoint", &id, "--image-path", path_str(&dir)]);
+    assert_eq!(stdout(&out), "");
+    // --log: silent, the summary in the log.
+    let out = succeeded(&[
+        "--log",
+        log_path,
+        "restore",
+        &id,
+        "--bundle",
+        bundle,
+        "--images-dir",
+        path_str(&dir),
+        "-d",
+    ]);
+    assert_eq!(stdout(&out), "");
+    let dir = images();
+    let out = succeeded(&[
+        "--log",
+        log_path,
+        "--log-format",
+        "json",
+        "checkpoint",
+        &id,
+        "--images-dir",
+        path_str(&dir),
+    ]);
+    assert_eq!(stdout(&out), "");
+    let text = fs::read_to_string(log.path()).unwrap();
+    assert!(
+        text.lines().any(|l| l.contains("restored container")),
+        "{text}"
+    );
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["level"], "info", "{text}");
+    assert!(
+        last["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("checkpointed container {id}")),
+        "{text}"
+    );
+    ok(&rt, &["delete", &id]);
+}
+
+#[test]
+fn delete_kills_what_is_left_in_a_stopped_container() {
+    if testkit::real_criu("delete_kills_what_is_left_in_a_stopped_container").is_none() {
+        return;
+    }
+    let rt = Runtime::new();
+    // No pid namespace: an exec'd process does not die with the init.
+    let b = bundle_with(&["sleep", "1000"], |c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "pid");
+    });
+    let id = testkit::container_id("leftover");
+    crate::container_cr::run_detached(&rt, &["run", "-d", "--bundle", path_str(b.path()), &id]);
+    let init = pid_of(&rt, &id);
+    let pid_file = b.path().join("exec.pid");
+    ok(
+        &rt,
+        &[
+            "exec",
+            "--detach",
+            "--pid-file",
+            path_str(&pid_file),
+            &id,
+            "sleep",
+            "2000",
+        ],
+    );
+    let exec_pid: u32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until(PATIENCE, || {
+        (rt.state(&id)["status"] == "stopped").then_some(())
+    })
+    .expect("the container stops with its init");
+    assert!(alive(exec_pid), "the exec'd process outlives the init");
+    let pids: Vec<u32> = serde_json::from_str(&ok(&rt, &["ps", "--format", "json", &id])).unwrap();
+    assert_eq!(pids, [exec_pid], "it is still in the container's cgroup");
+
+    ok(&rt, &["delete", &id]);
+    assert!(
+        wait_until(PATIENCE, || (!alive(exec_pid)).then_some(())).is_some(),
+        "delete kills what was left in the cgroup"
+    );
+    crate::containers::assert_gone(&rt, &id, &format!("crabmigrate/{id}"));
 }

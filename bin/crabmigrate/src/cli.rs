@@ -10,8 +10,16 @@ pub use oci::{EventsArgs, ExecArgs, LogFormat, PsFormat, SpecArgs, UpdateArgs};
 
 /// Checkpoint, restore and live-migrate Linux processes and containers,
 /// built on CRIU.
+/// A flag given twice takes the last value, as runc's (Go's flag parsing):
+/// Podman passes `--leave-running` twice to `checkpoint --leave-running`.
 #[derive(Debug, Parser)]
-#[command(name = "crabmigrate", version, about, max_term_width = 100)]
+#[command(
+    name = "crabmigrate",
+    version,
+    about,
+    max_term_width = 100,
+    args_override_self = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -36,9 +44,10 @@ pub struct Global {
     )]
     pub root: PathBuf,
 
-    /// How much to log on stderr (RUST_LOG overrides it)
-    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Warn)]
-    pub log_level: LogLevel,
+    /// How much to log (RUST_LOG overrides it) [default: warn on stderr,
+    /// info into --log]
+    #[arg(long, global = true, value_enum)]
+    pub log_level: Option<LogLevel>,
 
     /// Where CNI network configuration lists are (for --network)
     #[arg(
@@ -299,8 +308,11 @@ pub struct RestoreArgs {
         )
     )]
     pub images_dir: PathBuf,
-    /// Restore from a checkpoint archive (from `crabmigrate export`): check
-    /// and extract it, apply its rootfs changes to the bundle, then restore
+    /// Restore from a checkpoint archive (from `crabmigrate export` or
+    /// `podman container checkpoint --export`): check and extract it, apply
+    /// its rootfs changes to the bundle, then restore. A Podman archive
+    /// restored into a bundle without config.json gets one written from
+    /// the archive's spec (BUNDLE/rootfs must hold the image's files)
     #[arg(long, value_name = "FILE")]
     pub import: Option<PathBuf>,
     /// Where CRIU's log and statistics go [default: the images directory]
@@ -697,6 +709,19 @@ pub struct ExportArgs {
     /// How to compress the archive
     #[arg(long, value_enum, default_value_t = CompressArg::Zstd)]
     pub compress: CompressArg,
+    /// The image the container's rootfs came from, as Podman names it
+    /// (localhost/app:1): `podman container restore --import` needs it to
+    /// rebuild the rootfs before it applies the archive's changes
+    #[arg(long, value_name = "NAME", requires = "id")]
+    pub image: Option<String>,
+    /// That image's ID in the importing Podman's storage [default: the name,
+    /// which Podman resolves]
+    #[arg(long, value_name = "ID", requires = "image")]
+    pub image_id: Option<String>,
+    /// The name the importing Podman knows crabmigrate by (its --runtime,
+    /// or its name in containers.conf [engine.runtimes])
+    #[arg(long, value_name = "NAME", default_value = "crabmigrate")]
+    pub runtime_name: String,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
@@ -711,7 +736,8 @@ pub enum CompressArg {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The archive (from `crabmigrate export`)
+    /// The archive (from `crabmigrate export`, or `podman container
+    /// checkpoint --export`)
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Where the images go: a new or empty directory

@@ -40,7 +40,11 @@ fn round_trips_in_every_compression() {
         let dest = work.path().join("imported");
         let imported = archive::import(&file, &dest, &mut NoProgress).unwrap();
         assert_eq!(imported.compression, compression);
-        assert_eq!(imported.manifest.criu_version.as_deref(), Some("4.1.1"));
+        assert_eq!(
+            imported.manifest.as_ref().unwrap().criu_version.as_deref(),
+            Some("4.1.1")
+        );
+        assert!(imported.verified());
         for entry in std::fs::read_dir(images.path()).unwrap() {
             let entry = entry.unwrap();
             let copy = std::fs::read(dest.join(entry.file_name())).unwrap();
@@ -157,7 +161,10 @@ fn container_archives_carry_spec_config_and_rootfs_changes() {
 
     let dest = out.path().join("imported");
     let imported = archive::import(&file, &dest, &mut NoProgress).unwrap();
-    assert_eq!(imported.manifest.container.as_deref(), Some("c1"));
+    assert_eq!(
+        imported.manifest.as_ref().unwrap().container.as_deref(),
+        Some("c1")
+    );
     assert_eq!(
         std::fs::read(dest.join("spec.dump")).unwrap(),
         b"{\"ociVersion\":\"1.0.2\"}"
@@ -168,6 +175,8 @@ fn container_archives_carry_spec_config_and_rootfs_changes() {
     assert_eq!(std::fs::read(dest.join("deleted.files")).unwrap(), b"[]\n");
     assert!(imported
         .manifest
+        .as_ref()
+        .unwrap()
         .members
         .iter()
         .any(|m| m.path == archive::NETWORK_STATUS));
@@ -449,7 +458,7 @@ fn refuses_oversize_members_and_digest_mismatches() {
         None,
         None,
     )]));
-    assert!(matches!(e, ImportError::NoManifest));
+    assert!(matches!(e, ImportError::NotCheckpointArchive { .. }));
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use crabmigrate_images::archive::{self, Compression, ContainerExport, ExportOptions, Progress};
+use crabmigrate_images::archive::{
+    self, Compression, ConfigDump, ContainerExport, ExportOptions, Progress,
+};
 
 use super::inspect::bytes;
 use crate::cli::{CompressArg, ExportArgs, Global, ImportArgs, RestoreArgs};
@@ -28,7 +30,7 @@ pub fn export(global: &Global, args: &ExportArgs) -> anyhow::Result<ExitCode> {
         .map(|v| v.to_string());
     let (images_dir, container) = match (&args.id, &args.images_dir) {
         (Some(id), _) => {
-            let (dir, c) = container_source(global, id)?;
+            let (dir, c) = container_source(global, id, args)?;
             (dir, Some(c))
         }
         (None, Some(dir)) => (dir.clone(), None),
@@ -48,7 +50,7 @@ pub fn export(global: &Global, args: &ExportArgs) -> anyhow::Result<ExitCode> {
     let exported = archive::export(&opts, &args.output, &mut Bar::new("export"))
         .with_context(|| format!("cannot export {what}"))?;
     for w in &exported.warnings {
-        super::warn(w);
+        crate::output::warning(w);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&exported)?);
@@ -68,14 +70,18 @@ pub fn export(global: &Global, args: &ExportArgs) -> anyhow::Result<ExitCode> {
         if let Some(n) = exported.rootfs_diff_files {
             line.push_str(&format!(", {n} changed rootfs entries"));
         }
-        println!("{line}");
+        crate::output::summary(&line);
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The images directory of container `id`'s last checkpoint and what else
 /// its archive holds.
-fn container_source(global: &Global, id: &str) -> anyhow::Result<(PathBuf, ContainerExport)> {
+fn container_source(
+    global: &Global,
+    id: &str,
+    args: &ExportArgs,
+) -> anyhow::Result<(PathBuf, ContainerExport)> {
     let root = super::state_root(global);
     let mut state = root.load(id)?;
     state.refresh();
@@ -84,25 +90,40 @@ fn container_source(global: &Global, id: &str) -> anyhow::Result<(PathBuf, Conta
     })?;
     let status = state.status.to_string();
     if status != "checkpointed" {
-        eprintln!(
-            "crabmigrate: warning: container {id} is {status}; the archive holds its last checkpoint but the rootfs as it is now"
+        crate::output::warning(&format!(
+            "container {id} is {status}; the archive holds its last checkpoint but the rootfs as it is now"
+        ));
+    }
+    if args.image.is_none() {
+        crate::output::warning(
+            "no --image: podman container restore --import cannot take this archive (Podman \
+             rebuilds the rootfs from the image named in config.dump); crabmigrate can",
         );
     }
-    let config_dump = serde_json::json!({
-        "id": id,
-        "name": id,
-        "runtime": "crabmigrate",
-        "createdTime": archive::rfc3339(state.created),
-        "checkpointedTime": archive::rfc3339(archive::now_secs()),
-        "ociVersion": state.oci_version,
-        "bundle": state.bundle,
-        "rootfs": state.rootfs,
-        "annotations": state.annotations,
+    let spec = state.bundle.join("config.json");
+    let command = std::fs::read(&spec)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| serde_json::from_value(v.pointer("/process/args")?.clone()).ok())
+        .unwrap_or_default();
+    let config_dump = archive::config_dump(&ConfigDump {
+        id: id.to_owned(),
+        created: state.created,
+        checkpointed: archive::now_secs(),
+        runtime: args.runtime_name.clone(),
+        image: args.image.clone().map(|n| (n, args.image_id.clone())),
+        command,
+        crabmigrate: serde_json::json!({
+            "ociVersion": state.oci_version,
+            "bundle": state.bundle,
+            "rootfs": state.rootfs,
+            "annotations": state.annotations,
+        }),
     });
     let source = ContainerExport {
         id: id.to_owned(),
         config_dump,
-        spec: state.bundle.join("config.json"),
+        spec,
         rootfs: state.rootfs.clone(),
         changed_since: UNIX_EPOCH + Duration::from_secs(state.created),
     };
@@ -133,30 +154,59 @@ pub fn import(_global: &Global, args: &ImportArgs) -> anyhow::Result<ExitCode> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "imported": imported,
+                "verified": imported.verified(),
                 "rootfs": applied,
             }))?
         );
     } else {
-        println!(
-            "imported {} into {}: {} files, {}, every digest verified",
+        for note in &imported.notes {
+            crate::output::warning(note);
+        }
+        crate::output::summary(&format!(
+            "imported {} into {}: {} files, {}, {}",
             args.file.display(),
             imported.images_dir.display(),
             imported.files,
-            bytes(imported.bytes)
-        );
+            bytes(imported.bytes),
+            checked(&imported)
+        ));
         if let Some(a) = applied {
-            println!(
+            crate::output::summary(&format!(
                 "rootfs: {} entries written, {} deleted",
                 a.written, a.deleted
-            );
+            ));
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// What was checked of an imported archive, in words.
+fn checked(imported: &archive::Imported) -> String {
+    match &imported.podman {
+        None => "every digest verified".into(),
+        Some(p) => format!(
+            "a Podman archive (container {}, runtime {}{}): it carries no digests, so its \
+             contents are not verified; its layout, paths, sizes, config.dump, spec.dump and \
+             CRIU images were checked",
+            if p.name.is_empty() { "?" } else { &p.name },
+            if p.runtime.is_empty() {
+                "?"
+            } else {
+                &p.runtime
+            },
+            p.image
+                .as_deref()
+                .map(|i| format!(", image {i}"))
+                .unwrap_or_default()
+        ),
+    }
+}
+
 /// `restore --import FILE`: extracts the archive (into --images-dir, or
-/// `BUNDLE/checkpoint` for a container), applies its rootfs changes to the
-/// bundle's rootfs, and returns the arguments to restore with.
+/// `BUNDLE/checkpoint` for a container), writes the bundle's config.json
+/// from a Podman archive's spec when the bundle has none, applies the
+/// rootfs changes to the bundle's rootfs, and returns the arguments to
+/// restore with.
 pub fn restore_import(args: &RestoreArgs, file: &Path) -> anyhow::Result<RestoreArgs> {
     let images_dir = if !args.images_dir.as_os_str().is_empty() {
         args.images_dir.clone()
@@ -167,7 +217,31 @@ pub fn restore_import(args: &RestoreArgs, file: &Path) -> anyhow::Result<Restore
     };
     let imported = archive::import(file, &images_dir, &mut Bar::new("import"))
         .with_context(|| format!("cannot import {}", file.display()))?;
+    for note in &imported.notes {
+        crate::output::warning(note);
+    }
     if let Some(bundle) = &args.bundle {
+        let adopt = imported.podman.is_some() && !bundle.join("config.json").exists();
+        if let (true, Some(spec)) = (adopt, &imported.spec) {
+            let adopted =
+                crabmigrate_runtime::spec::adopt_engine_spec(spec, bundle).with_context(|| {
+                    format!(
+                        "cannot write {} from the archive's spec",
+                        bundle.join("config.json").display()
+                    )
+                })?;
+            for note in &adopted.notes {
+                crate::output::note(note);
+            }
+            if let (Some(shm), Some(devshm)) = (&adopted.shm, &imported.devshm) {
+                archive::apply_rootfs_diff(Some(devshm), None, shm).with_context(|| {
+                    format!(
+                        "cannot put the archive's /dev/shm contents into {}",
+                        shm.display()
+                    )
+                })?;
+            }
+        }
         let rootfs = crabmigrate_runtime::spec::load(bundle)
             .with_context(|| format!("cannot use the bundle {}", bundle.display()))?
             .rootfs;
@@ -184,12 +258,13 @@ pub fn restore_import(args: &RestoreArgs, file: &Path) -> anyhow::Result<Restore
         })?;
     }
     if !args.json {
-        eprintln!(
-            "imported {} into {} ({} files, every digest verified)",
+        crate::output::note(&format!(
+            "imported {} into {} ({} files, {})",
             file.display(),
             images_dir.display(),
-            imported.files
-        );
+            imported.files,
+            checked(&imported)
+        ));
     }
     Ok(RestoreArgs {
         images_dir,

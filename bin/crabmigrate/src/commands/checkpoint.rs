@@ -37,7 +37,7 @@ struct LazyAnnouncer {
 impl Notify for LazyAnnouncer {
     fn status_ready(&mut self) -> NotifyResult {
         if !self.quiet {
-            eprintln!("serving lazy pages on port {}", self.port);
+            crate::output::note(&format!("serving lazy pages on port {}", self.port));
         }
         Ok(())
     }
@@ -383,7 +383,7 @@ fn print_report(json: bool, verb: &str, report: &Report<'_>) -> anyhow::Result<(
     if report.leave_running {
         line.push_str("; the tree keeps running");
     }
-    println!("{line}");
+    crate::output::summary(&line);
     Ok(())
 }
 

@@ -51,7 +51,7 @@ fn create_container(global: &Global, args: &CreateArgs) -> anyhow::Result<u32> {
     )
     .with_context(|| format!("cannot create container {}", args.id))?;
     for warning in &created.warnings {
-        super::warn(warning);
+        crate::output::warning(warning);
     }
     Ok(created.state.pid)
 }
@@ -236,7 +236,7 @@ pub fn delete(global: &Global, args: &DeleteArgs) -> anyhow::Result<ExitCode> {
     if broken && args.force {
         let salvage = container::delete_broken(&root, &args.id)
             .with_context(|| format!("cannot delete container {}", args.id))?;
-        super::warn(&format!(
+        crate::output::warning(&format!(
             "container {} had a damaged or missing state; removed it{}{}{}",
             args.id,
             if salvage.killed.is_empty() {

@@ -101,11 +101,6 @@ pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Prints a warning on stderr, escaped like errors.
-pub fn warn(text: &str) {
-    eprintln!("crabmigrate: warning: {}", escape(text));
-}
-
 /// The CRIU client for `--criu`, the environment, the prefix or PATH.
 pub fn criu(global: &Global) -> anyhow::Result<Criu> {
     let binary = CriuBinary::locate(global.criu.as_deref()).context("cannot find CRIU")?;

@@ -87,7 +87,7 @@ pub fn run(global: &Global, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let what = args.images_dir.display().to_string();
-        println!("{}", summary(&what, outcome.pid, report.stats.as_ref()));
+        crate::output::summary(&summary(&what, outcome.pid, report.stats.as_ref()));
     }
     if args.detach {
         return Ok(ExitCode::SUCCESS);
@@ -279,7 +279,7 @@ fn run_container(global: &Global, id: &str, args: &RestoreArgs) -> anyhow::Resul
     let restored = container::restore(&criu, &root, id, &opts, None)
         .with_context(|| format!("cannot restore container {id}"))?;
     for warning in &restored.warnings {
-        super::warn(warning);
+        crate::output::warning(warning);
     }
     let pid = restored.state.pid;
     if args.json {
@@ -294,10 +294,11 @@ fn run_container(global: &Global, id: &str, args: &RestoreArgs) -> anyhow::Resul
             }))?
         );
     } else {
-        println!(
-            "{}",
-            summary(&format!("container {id}"), pid, restored.stats.as_ref())
-        );
+        crate::output::summary(&summary(
+            &format!("container {id}"),
+            pid,
+            restored.stats.as_ref(),
+        ));
     }
     if args.detach {
         return Ok(ExitCode::SUCCESS);

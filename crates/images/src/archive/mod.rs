@@ -14,10 +14,14 @@
 //! ```
 //!
 //! [`export()`] writes one; [`import()`] checks one while it extracts it and
-//! leaves nothing behind when it refuses it.
+//! leaves nothing behind when it refuses it. [`import()`] also takes
+//! Podman's archives (`podman container checkpoint --export`), which carry
+//! no manifest, and `config.dump` is written so that `podman container
+//! restore --import` takes crabmigrate's (see [`podman`]).
 
 mod export;
 mod import;
+pub mod podman;
 mod rootfs;
 
 use std::io::Read;
@@ -26,7 +30,8 @@ use std::path::{Component, Path};
 use serde::{Deserialize, Serialize};
 
 pub use export::{export, ContainerExport, ExportError, ExportOptions, Exported};
-pub use import::{import, ImportError, Imported};
+pub use import::{import, ArchiveFormat, ImportError, Imported};
+pub use podman::{config_dump, ConfigDump, PodmanContainer};
 pub use rootfs::{apply_rootfs_diff, write_rootfs_diff, RootfsApplied, RootfsDiff, RootfsError};
 
 /// The manifest's name, first in every archive.

@@ -184,7 +184,12 @@ pub fn apply_rootfs_diff(
                 member: member.clone(),
                 why: why.to_owned(),
             };
+            // Podman's diffs name members `./x` and hold the root `./`.
             let trimmed = member.trim_end_matches('/');
+            let trimmed = trimmed.strip_prefix("./").unwrap_or(trimmed);
+            if trimmed.is_empty() || trimmed == "." {
+                continue;
+            }
             if let Err(why) = super::plain_relative(trimmed) {
                 return Err(refuse(why));
             }

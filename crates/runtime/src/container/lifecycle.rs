@@ -27,6 +27,10 @@ pub enum LifecycleError {
         action: &'static str,
         wanted: &'static str,
     },
+    /// runc's words ("container not running") begin the message: the
+    /// containerd shim reads a kill of an exited container by them.
+    #[error("container not running: container {id} is {status}")]
+    NotRunning { id: String, status: Status },
     #[error("cannot start container {0}: its init is waiting on no exec.fifo")]
     NoFifo(String, #[source] nix::Error),
     #[error("cannot signal container {0}")]
@@ -92,7 +96,10 @@ pub fn kill(root: &StateRoot, id: &str, signal: Signal, all: bool) -> Result<(),
         state.status,
         Status::Created | Status::Running | Status::Paused
     ) {
-        return Err(wrong(&state, "kill", "created, running or paused"));
+        return Err(LifecycleError::NotRunning {
+            id: state.id,
+            status: state.status,
+        });
     }
     if all {
         if let Some(cgroup) = &state.cgroup {
@@ -109,7 +116,8 @@ pub fn kill(root: &StateRoot, id: &str, signal: Signal, all: bool) -> Result<(),
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// Deletes the container: its cgroup and state; poststop hooks run. A
-/// running or paused container needs `force` (its processes are killed).
+/// running or paused container needs `force` (its processes are killed);
+/// processes left in a stopped container's cgroup are killed either way.
 pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleError> {
     let state = match load(root, id) {
         Ok(state) => state,
@@ -117,6 +125,13 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleEr
         // it): release what it attached, remove what can be found.
         Err(LifecycleError::State(_)) if force && super::broken_reason(root, id).is_some() => {
             super::delete_broken(root, id)?;
+            return Ok(());
+        }
+        // runc's `delete --force` of a container that does not exist
+        // succeeds: engines clean up that way after a failed create or a
+        // checkpoint that removed the container.
+        Err(LifecycleError::State(crate::state::StateError::NotFound { .. })) if force => {
+            tracing::info!(id, "no such container; nothing to delete");
             return Ok(());
         }
         Err(e) => return Err(e),
@@ -132,13 +147,25 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleEr
             "stopped, created or checkpointed",
         ));
     }
-    if live {
+    // A stopped container's cgroup can still hold processes: ones exec'd
+    // into a container without a pid namespace of its own outlive its init.
+    // runc's delete kills what is left; so does this.
+    let leftovers = !live && cgroup_busy(&state);
+    if leftovers {
+        tracing::info!(
+            id,
+            "killing the processes left in the stopped container's cgroup"
+        );
+    }
+    if live || leftovers {
         if let Some(cgroup) = &state.cgroup {
             // A frozen cgroup would keep SIGKILL pending.
             let _ = cgroup.thaw();
             let _ = cgroup.signal_all(libc::SIGKILL);
         }
-        let _ = nix::sys::signal::kill(Pid::from_raw(state.pid as i32), Signal::SIGKILL);
+        if live {
+            let _ = nix::sys::signal::kill(Pid::from_raw(state.pid as i32), Signal::SIGKILL);
+        }
         let until = Instant::now() + KILL_WAIT;
         while state.init_alive() || cgroup_busy(&state) {
             if Instant::now() > until {

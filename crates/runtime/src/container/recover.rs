@@ -45,6 +45,8 @@ pub fn broken_reason(root: &StateRoot, id: &str) -> Option<String> {
         Err(StateError::NotFound { .. }) if root.container_dir(id).is_dir() => {
             Some("state.json does not exist (a create or restore stopped half-way)".to_owned())
         }
+        // No directory either: no container, nothing broken.
+        Err(StateError::NotFound { .. }) => None,
         Err(StateError::Corrupt { source, .. }) => {
             Some(format!("state.json is damaged ({source})"))
         }
@@ -224,5 +226,6 @@ mod tests {
         assert!(!root.container_dir("damaged").exists());
         assert!(!root.container_dir("half").exists());
         assert!(delete_broken(&root, "half").is_err());
+        assert_eq!(broken_reason(&root, "never-made"), None);
     }
 }

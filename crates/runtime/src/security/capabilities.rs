@@ -82,39 +82,17 @@ impl CapabilitySets {
             set: "ambient",
             source,
         })?;
-        for cap in only_supported(&self.raisable_ambient()) {
-            caps::raise(None, CapSet::Ambient, cap).map_err(|source| {
-                SecurityError::Capabilities {
-                    action: "raise in",
-                    set: "ambient",
-                    source,
-                }
-            })?;
+        // The kernel raises an ambient capability only if it is in the
+        // permitted and inheritable sets. runc skips one it cannot raise
+        // with a warning, and engines rely on that: Podman's exec drops the
+        // inheritable set but keeps the spec's ambient list. Skipping it
+        // leaves the process with less, never more.
+        for cap in only_supported(&self.ambient) {
+            if let Err(error) = caps::raise(None, CapSet::Ambient, cap) {
+                tracing::warn!(capability = %cap, %error, "cannot raise the ambient capability; skipped (it is not in the inheritable and permitted sets)");
+            }
         }
         Ok(())
-    }
-}
-
-impl CapabilitySets {
-    /// The ambient capabilities the kernel can raise: those also permitted
-    /// and inheritable (PR_CAP_AMBIENT_RAISE fails with EPERM on the
-    /// others). runc skips the rest with a warning, and `runc spec` lists
-    /// ambient capabilities without inheritable ones, so a bundle made by
-    /// it must run here too.
-    pub fn raisable_ambient(&self) -> CapsHashSet {
-        let raisable: CapsHashSet = self
-            .ambient
-            .iter()
-            .filter(|c| self.inheritable.contains(c) && self.permitted.contains(c))
-            .copied()
-            .collect();
-        if raisable.len() < self.ambient.len() {
-            tracing::warn!(
-                ignored = ?self.ambient.difference(&raisable).collect::<Vec<_>>(),
-                "ambient capabilities that are not also inheritable and permitted are not raised (as runc does)"
-            );
-        }
-        raisable
     }
 }
 

@@ -199,16 +199,3 @@ fn an_lsm_this_kernel_lacks_is_refused() {
     .expect("a process");
     ProcessSecurity::from_spec(&unconfined, None).expect("accepted");
 }
-
-#[test]
-fn ambient_capabilities_need_inheritable_and_permitted_as_with_runc() {
-    use caps::Capability;
-    // What `runc spec` writes: ambient without inheritable.
-    let sets = CapabilitySets {
-        permitted: [Capability::CAP_KILL, Capability::CAP_CHOWN].into(),
-        inheritable: [Capability::CAP_CHOWN].into(),
-        ambient: [Capability::CAP_KILL, Capability::CAP_CHOWN].into(),
-        ..Default::default()
-    };
-    assert_eq!(sets.raisable_ambient(), [Capability::CAP_CHOWN].into());
-}

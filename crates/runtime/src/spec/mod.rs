@@ -15,8 +15,10 @@
 //!
 //! The parts, one file each: `validate.rs` (the spec's own rules, IDs, the
 //! cgroup path), `support.rs` (what crabmigrate supports), `sysctl.rs`, `namespaces.rs`,
-//! `mounts.rs` (with the rootfs propagation) and `hooks.rs`.
+//! `mounts.rs` (with the rootfs propagation), `hooks.rs`, and `adopt.rs`
+//! (a bundle configuration from another engine's checkpointed spec).
 
+mod adopt;
 mod hooks;
 mod mounts;
 mod namespaces;
@@ -24,6 +26,7 @@ mod support;
 mod sysctl;
 mod validate;
 
+pub use adopt::{adopt_engine_spec, AdoptError, Adopted, CONTAINER_FILES};
 pub use hooks::{hooks, HookSet};
 pub use mounts::{
     mount_kind, mounts, parse_mount_options, rootfs_propagation, MountEntry, MountKind,
