@@ -29,9 +29,13 @@ uninstall:
 demo: setup build
 	bash examples/demo.sh $(BIN)
 
-# The README test runs the walkthroughs with the installed crabmigrate.
-test: setup build install
-	$(CARGO) test --workspace
+# The README test runs the walkthroughs with an installed crabmigrate: make
+# install into a private prefix under the target dir (the machine's
+# /usr/local stays untouched), then every test.
+TEST_PREFIX = $(abspath $(TARGET))/installed
+test: setup build
+	$(MAKE) install PREFIX=$(TEST_PREFIX)
+	CRABMIGRATE_README_BIN=$(TEST_PREFIX)/bin/crabmigrate $(CARGO) test --workspace
 
 lint:
 	$(CARGO) fmt --all -- --check
