@@ -2,11 +2,16 @@
 #   make demo   set everything up, then show crabmigrate at work
 #   make test   set everything up, then run every test, real CRIU included
 # Both run scripts/setup.sh first; it is idempotent and fast once done.
+#   make install     a release build of crabmigrate in $(PREFIX)/bin
+#   make uninstall   removes it
 
 CARGO ?= cargo
-BIN := target/debug/crabmigrate
+TARGET := $(or $(CARGO_TARGET_DIR),target)
+BIN := $(TARGET)/debug/crabmigrate
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
 
-.PHONY: setup build demo test lint ci bench bench-quick
+.PHONY: setup build install uninstall demo test lint ci bench bench-quick
 
 setup:
 	bash scripts/setup.sh
@@ -14,11 +19,23 @@ setup:
 build:
 	$(CARGO) build --workspace --bins
 
+install:
+	$(CARGO) build --release -p crabmigrate
+	install -D -m 0755 $(TARGET)/release/crabmigrate $(DESTDIR)$(BINDIR)/crabmigrate
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/crabmigrate
+
 demo: setup build
 	bash examples/demo.sh $(BIN)
 
+# The README test runs the walkthroughs with an installed crabmigrate: make
+# install into a private prefix under the target dir (the machine's
+# /usr/local stays untouched), then every test.
+TEST_PREFIX = $(abspath $(TARGET))/installed
 test: setup build
-	$(CARGO) test --workspace
+	$(MAKE) install PREFIX=$(TEST_PREFIX)
+	CRABMIGRATE_README_BIN=$(TEST_PREFIX)/bin/crabmigrate $(CARGO) test --workspace
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -35,8 +52,8 @@ BENCH_BUILD = $(CARGO) build --release -p crabmigrate -p crabmigrate-tests -p cr
 
 bench: setup
 	$(BENCH_BUILD)
-	target/release/crabmigrate-bench --out $(BENCH_OUT) $(BENCH_ARGS)
+	$(TARGET)/release/crabmigrate-bench --out $(BENCH_OUT) $(BENCH_ARGS)
 
 bench-quick: setup
 	$(BENCH_BUILD)
-	target/release/crabmigrate-bench --quick --out $(BENCH_OUT)/quick $(BENCH_ARGS)
+	$(TARGET)/release/crabmigrate-bench --quick --out $(BENCH_OUT)/quick $(BENCH_ARGS)

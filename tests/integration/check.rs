@@ -22,8 +22,8 @@ fn check_json_reports_this_hosts_capabilities() {
     );
     assert_eq!(verdicts["page_server"]["available"], true);
     // This kernel has no soft-dirty bits, and setup raised fs.pipe-max-size.
-    assert_eq!(verdicts["pre_copy"]["available"], false);
-    let why = verdicts["pre_copy"]["reason"].as_str().unwrap();
+    assert_eq!(verdicts["pre_dump"]["available"], false);
+    let why = verdicts["pre_dump"]["reason"].as_str().unwrap();
     assert!(why.contains("dirty-page tracking"), "{why}");
     assert_eq!(verdicts["post_copy"]["available"], true, "{verdicts}");
     // The socket probe dumped a TCP listener, an established connection and

@@ -6,9 +6,15 @@
 /// Checkpoint archives: export, import on a fresh state root, restore into a
 /// fresh bundle; crafted hostile archives refused with nothing extracted.
 mod archives;
-/// Bad input to checkpoint and restore: missing or empty images, a pid that
-/// does not exist, truncated images.
+/// Random argument vectors to the binary, fenced in a sandbox: no panic,
+/// no signal, no raw escape on stderr.
+mod argv_fuzz;
+/// The bad-input suite: every command given what a newcomer gets wrong,
+/// refused with its cause and nothing changed; a truncated inventory; a
+/// broken container listed and force-deleted.
 mod bad_input;
+/// The bad-input suite's table of cases, one or more per command.
+mod bad_input_cases;
 mod bench;
 /// `crabmigrate check` on this host, human and JSON.
 mod check;
@@ -46,6 +52,9 @@ mod page_server;
 mod process_cr;
 /// A process with a pseudo-terminal: orphan-pts-master hands over the master.
 mod pty;
+/// The README's and the docs' runnable blocks, pasted into a shell on a
+/// terminal with the installed crabmigrate.
+mod readme;
 /// The RPC schema and client against a real `criu swrk`.
 mod rpc;
 /// The spec's security applied (as runc applies it) and kept across a
@@ -55,5 +64,8 @@ mod security;
 /// checkpoint and restore, a UDP service, --tcp-close, --ext-unix-sk,
 /// --file-locks, --link-remap, and the refusals around them.
 mod sockets;
+/// Trees whose stdio is the caller's terminal: checkpointed with the
+/// terminal left outside, restored onto the restorer's terminal.
+mod terminals;
 /// The switch, two hosts and a client, built from namespaces.
 mod topology;

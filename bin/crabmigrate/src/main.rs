@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            let chain = chain(&err);
+            let chain = commands::escape(&chain(&err)).into_owned();
             if logging_to_file {
                 // Engines read the last error of the log (runc's way).
                 tracing::error!("{chain}");

@@ -78,6 +78,9 @@ pub fn note(line: &str) {
 
 /// A warning: stderr, or the `--log` file when there is one.
 pub fn warning(message: &str) {
+    // Escaped like errors: bytes from users and files never reach the
+    // terminal raw.
+    let message = crate::commands::escape(message);
     if mode().log_file {
         tracing::warn!("{message}");
     } else {

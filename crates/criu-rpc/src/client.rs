@@ -94,7 +94,8 @@ impl RequestError {
     /// The recognised failure, if CRIU's answer or log matched one.
     pub fn known_failure(&self) -> Option<failure::KnownFailure> {
         match self {
-            Self::Call(CallError::Failed(f)) => f.known,
+            Self::Call(call) => call.known_failure(),
+            Self::Version(VersionError::Call(call)) => call.known_failure(),
             _ => None,
         }
     }
@@ -302,6 +303,9 @@ impl Session {
             .log_file
             .as_ref()
             .and_then(|name| work_dir.as_ref().map(|d| d.join(name)));
+        // A dump that sends pages to a page server (not a lazy dump, whose
+        // `ps` names the port it serves on).
+        let page_server = opts.ps.is_some() && opts.lazy_pages != Some(true);
         let mut silent = Silent;
         let handler: &mut dyn Notify = match notify {
             Some(handler) => {
@@ -328,13 +332,20 @@ impl Session {
                 Err(RequestError::Handler { script, source })
             }
             (Err(CallError::Failed(mut failure)), None) => {
+                let mut lines = failure::LogLines::default();
                 if let Some(log) = log_file.filter(|l| l.exists()) {
-                    failure.log_errors = failure::log_errors(&log);
+                    lines = failure::LogLines::read(&log);
+                    failure.log_errors = lines.errors.clone();
                     failure.log_file = Some(log);
                 }
-                let mut texts: Vec<&str> = failure.log_errors.iter().map(String::as_str).collect();
-                texts.extend(failure.errmsg.as_deref());
-                failure.known = failure::classify(kind, failure.errno, &texts);
+                let context = failure::FailureContext {
+                    request: kind,
+                    errno: failure.errno,
+                    page_server,
+                };
+                let diagnosis = failure::diagnose(&context, failure.errmsg.as_deref(), &lines);
+                failure.known = diagnosis.known;
+                failure.first_error = diagnosis.first_error;
                 Err(CallError::Failed(failure).into())
             }
             (Err(other), _) => Err(other.into()),
@@ -411,6 +422,7 @@ impl Session {
                     log_file: None,
                     log_errors: Vec::new(),
                     known: None,
+                    first_error: None,
                 })));
             }
             // PAGE_SERVER_CHLD is answered with type PAGE_SERVER.

@@ -50,7 +50,7 @@ pub enum TransportError {
         what: &'static str,
     },
     /// CRIU exited (or crashed) before sending the final answer.
-    #[error("CRIU {program} {} before answering{}", exit_phrase(.status), output_suffix(.output))]
+    #[error("CRIU {program} {} before answering{}{}", exit_phrase(.status), output_suffix(.output), remedy_suffix(exited_failure(.status, .output)))]
     Exited {
         /// The executable.
         program: PathBuf,
@@ -80,6 +80,33 @@ pub(crate) fn exit_phrase(status: &ExitStatus) -> String {
     }
 }
 
+impl TransportError {
+    /// The recognised failure: CRIU refused to run without privilege, or
+    /// crashed.
+    pub fn known_failure(&self) -> Option<KnownFailure> {
+        match self {
+            Self::Exited { status, output, .. } => exited_failure(status, output),
+            _ => None,
+        }
+    }
+}
+
+fn exited_failure(status: &ExitStatus, output: &str) -> Option<KnownFailure> {
+    use std::os::unix::process::ExitStatusExt;
+    crate::failure::classify_output(output).or_else(|| {
+        // SIGKILL comes from us (a timeout, a cancel) or the OOM killer, not
+        // from a crash.
+        status
+            .signal()
+            .filter(|&s| s != libc::SIGKILL)
+            .map(|_| KnownFailure::CriuCrashed)
+    })
+}
+
+fn remedy_suffix(known: Option<KnownFailure>) -> String {
+    known.map_or_else(String::new, |k| format!("; {}", k.remedy()))
+}
+
 fn output_suffix(output: &str) -> String {
     if output.is_empty() {
         String::new()
@@ -105,14 +132,21 @@ pub struct CriuFailure {
     pub log_errors: Vec<String>,
     /// A failure crabmigrate recognises, with its remedy.
     pub known: Option<KnownFailure>,
+    /// The first error line of the log (or CRIU's message) that is not a
+    /// mere consequence of an earlier failure: the cause in CRIU's words.
+    pub first_error: Option<String>,
 }
 
 impl CriuFailure {
     fn describe(&self) -> String {
         let mut text = format!("CRIU {} failed", self.request.as_str_name());
+        // CRIU's own words for the cause; when it logged none (only
+        // consequences), the recognised cause; else whatever it said.
         let first = self
-            .errmsg
+            .first_error
             .as_deref()
+            .or_else(|| self.known.map(KnownFailure::cause))
+            .or(self.errmsg.as_deref())
             .or_else(|| self.log_errors.first().map(String::as_str));
         if let Some(message) = first {
             text.push_str(": ");
@@ -129,6 +163,17 @@ impl CriuFailure {
             text.push_str(&format!("; log: {}", log.display()));
         }
         text
+    }
+}
+
+impl CallError {
+    /// The recognised failure, if CRIU's answer, log or output matched one.
+    pub fn known_failure(&self) -> Option<KnownFailure> {
+        match self {
+            Self::Failed(f) => f.known,
+            Self::Transport(t) => t.known_failure(),
+            _ => None,
+        }
     }
 }
 

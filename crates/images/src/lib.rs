@@ -7,6 +7,9 @@
 //!   for a lazy restore), mounts, statistics and image sizes.
 //! - [`archive`] writes and reads checkpoint archives (Podman/CRI-O layout
 //!   plus a sha256 manifest).
+//! - [`validate::check_restorable`] refuses a directory CRIU could not
+//!   restore (no process, no root, a missing core image, ids that do not
+//!   match) before CRIU runs.
 //! - [`sockets`] lists a checkpoint's TCP and UDP sockets with their
 //!   addresses (what a restore needs from its host).
 //! - [`read`] is the bounded decoder underneath: every length is checked
@@ -20,6 +23,7 @@ pub mod magic;
 mod model;
 pub mod read;
 pub mod sockets;
+pub mod validate;
 
 pub use checkpoint::{
     fd_type_name, OpenError, MAX_DIR_ENTRIES, MAX_PROCESSES, PE_LAZY, PE_PARENT, PE_PRESENT,

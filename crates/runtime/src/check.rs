@@ -118,8 +118,11 @@ pub struct Verdicts {
     /// Checkpoint and restore of processes holding TCP or UDP sockets
     /// (servers, clients, established connections).
     pub sockets: Verdict,
-    /// Iterative pre-copy through CRIU's memory tracking (pre-dump). Live
-    /// migration's pre-copy does not need it (content-hashed rounds).
+    /// CRIU's pre-dump (memory copied while the tree runs, through the
+    /// kernel's soft-dirty tracking). Named `pre_dump` in JSON, as `check`
+    /// prints it: live migration's pre-copy does not need it
+    /// (content-hashed rounds).
+    #[serde(rename = "pre_dump")]
     pub pre_copy: Verdict,
     /// Post-copy: restore first, pages on demand (lazy pages).
     pub post_copy: Verdict,
@@ -298,7 +301,14 @@ fn judge(
     host: &HostFacts,
     sockets: &SocketFacts,
 ) -> Verdicts {
-    let checkpoint_restore = if let Some(error) = &criu.error {
+    // Privilege first: without it CRIU refuses to start at all, and its
+    // refusal must not read as a missing CRIU.
+    let checkpoint_restore = if !host.privilege.root && !host.privilege.cap_checkpoint_restore {
+        Verdict::no(
+            "not running as root and without CAP_CHECKPOINT_RESTORE",
+            "run crabmigrate as root (sudo crabmigrate check)",
+        )
+    } else if let Some(error) = &criu.error {
         Verdict::no(
             format!("CRIU at {} does not answer: {error}", criu.path.display()),
             format!("{SETUP} to install CRIU 4.2, or pass --criu PATH"),
@@ -311,11 +321,6 @@ fn judge(
                 criu.path.display()
             ),
             format!("{SETUP} to install CRIU 4.2 into a private prefix, or pass --criu PATH"),
-        )
-    } else if !host.privilege.root && !host.privilege.cap_checkpoint_restore {
-        Verdict::no(
-            "not running as root and without CAP_CHECKPOINT_RESTORE",
-            "run crabmigrate as root",
         )
     } else if let Some(probe) = kernel.criu_check.as_ref().filter(|p| !p.ok) {
         Verdict::no(
@@ -548,6 +553,26 @@ mod tests {
             );
             assert!(verdict.fix.as_deref().unwrap().contains("scripts/setup.sh"));
         }
+    }
+
+    #[test]
+    fn without_privilege_the_cause_is_privilege_not_a_missing_criu() {
+        let (mut criu, features, kernel, mut host) = this_machine();
+        // What a non-root check sees: CRIU refuses to start.
+        criu.error = Some("CRIU exited with status 1 before answering".into());
+        criu.version = None;
+        criu.supported = false;
+        host.privilege.root = false;
+        host.privilege.cap_checkpoint_restore = false;
+        let v = judge(&criu, Some(&features), &kernel, &host, &sockets_ok());
+        assert!(!v.checkpoint_restore.available);
+        let reason = v.checkpoint_restore.reason.as_deref().unwrap();
+        assert!(reason.contains("not running as root"), "{reason}");
+        let fix = v.checkpoint_restore.fix.as_deref().unwrap();
+        assert!(
+            fix.contains("as root") && !fix.contains("setup.sh"),
+            "{fix}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod security;
 pub mod sockets;
 pub mod spec;
 pub mod state;
+pub mod terminals;
 
 /// The CRIU client this crate is built on, re-exported so callers use the
 /// matching version.

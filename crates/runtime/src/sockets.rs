@@ -200,10 +200,27 @@ fn loopback_up() -> std::io::Result<()> {
     host::set_interface_up(socket.as_fd(), "lo")
 }
 
+/// Closes every descriptor above the standard streams.
+fn close_inherited_descriptors() -> std::io::Result<()> {
+    let open: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in open {
+        // The directory's own descriptor is closed by now; EBADF is fine.
+        let _ = nix::unistd::close(fd);
+    }
+    Ok(())
+}
+
 /// The holder's body: sets up the sockets, says [`READY`] on standard
 /// output, then waits to be dumped (and killed). Exits by itself after a
 /// minute, should the prober have vanished. Run it in a process of its own.
 pub fn hold_sockets() -> std::io::Result<Infallible> {
+    // Whatever the caller left open (descriptors into other mount
+    // namespaces, pipes) is not ours to carry into the dump: CRIU would
+    // refuse some of them ("Can't lookup mount") and blame the sockets.
+    close_inherited_descriptors()?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let client = TcpStream::connect(listener.local_addr()?)?;
     let (server, _) = listener.accept()?;

@@ -110,7 +110,7 @@ pub enum StateError {
         source: std::io::Error,
     },
     /// The file is not a valid state.
-    #[error("{path} is not a valid container state")]
+    #[error("{path} is not a valid container state; remove the container with crabmigrate delete --force ID")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -236,6 +236,31 @@ impl StateRoot {
                 source,
             }),
         }
+    }
+
+    /// The IDs of every directory in the root, sorted: containers, and
+    /// those whose `state.json` is missing (a create or restore that
+    /// stopped half-way), which `list` shows as broken.
+    pub fn all_ids(&self) -> Result<Vec<String>, StateError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(StateError::Io {
+                    what: "list",
+                    path: self.dir.clone(),
+                    source,
+                })
+            }
+        };
+        let mut ids: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|id| !id.starts_with('.'))
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 
     /// The IDs of every container, sorted.

@@ -18,6 +18,7 @@ use crate::cli::{CompressArg, ExportArgs, Global, ImportArgs, RestoreArgs};
 const PROGRESS_FROM: u64 = 64 << 20;
 
 pub fn export(global: &Global, args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    super::validate::output_file(&args.output, "--output")?;
     let compression = match args.compress {
         CompressArg::Zstd => Compression::Zstd,
         CompressArg::Gzip => Compression::Gzip,

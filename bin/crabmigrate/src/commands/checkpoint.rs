@@ -4,13 +4,14 @@ use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use crabmigrate_runtime::terminals::{self, ExternalTerminal};
 use criu_rpc::{
-    DumpOptions, DumpRequest, DumpStats, External, Notify, NotifyResult, PageServerTarget,
-    PreDumpRequest,
+    DumpOptions, DumpRequest, DumpStats, External, ExternalSide, Notify, NotifyResult,
+    PageServerTarget, PreDumpRequest,
 };
 use serde::Serialize;
 
-use super::common;
+use super::{common, validate};
 use crate::cli::{CheckpointArgs, DumpArgs, Global, PreDumpArgs};
 
 #[derive(Serialize)]
@@ -44,6 +45,9 @@ impl Notify for LazyAnnouncer {
 
 pub fn run(global: &Global, args: &CheckpointArgs) -> anyhow::Result<ExitCode> {
     let args = &runc_lazy_pages(args)?;
+    if args.lazy_pages {
+        validate::port(args.port.unwrap_or(0), "--port")?;
+    }
     if let Some(id) = &args.id {
         return run_container(global, id, &args.dump, args);
     }
@@ -63,6 +67,7 @@ pub fn run(global: &Global, args: &CheckpointArgs) -> anyhow::Result<ExitCode> {
     request.common = target.common(d);
     request.options = target.options(d)?;
     request.options.leave_running = args.leave_running;
+    target.record_terminals(d)?;
     let mut announcer = LazyAnnouncer {
         port: args.port.unwrap_or(0),
         quiet: d.json,
@@ -129,14 +134,11 @@ fn run_container(
     d: &DumpArgs,
     args: &CheckpointArgs,
 ) -> anyhow::Result<ExitCode> {
+    let checked = Checked::new(d)?;
     let criu = super::criu(global)?;
     let root = super::state_root(global);
     let network_lock = common::dump_network_lock(d.network_lock, &criu);
-    let page_server = d
-        .page_server
-        .as_deref()
-        .map(common::host_port)
-        .transpose()?;
+    let page_server = checked.page_server;
     let status_fd = args
         .status_fd
         .map(super::container::borrow_fd)
@@ -167,7 +169,7 @@ fn run_container(
         status_fd,
         network_lock,
         manage_cgroups_mode: common::cgroup_mode(d.manage_cgroups_mode),
-        external: d.external.iter().cloned().map(External::raw).collect(),
+        external: checked.externals,
         log_level: common::log_level(d.criu_log_level),
     };
     let pid = crabmigrate_runtime::container::oci_state(&root, id)
@@ -194,12 +196,53 @@ fn run_container(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The dump flags of a checkpoint or pre-dump, checked before anything is
+/// created or frozen, so a typo leaves nothing behind.
+struct Checked {
+    externals: Vec<External>,
+    page_server: Option<(String, u16)>,
+}
+
+impl Checked {
+    fn new(d: &DumpArgs) -> anyhow::Result<Self> {
+        let externals = validate::externals(&d.external, ExternalSide::Dump)?;
+        let page_server = d
+            .page_server
+            .as_deref()
+            .map(|a| validate::address(a, "--page-server"))
+            .transpose()?;
+        validate::creatable_dir(&d.images_dir, "--images-dir")?;
+        if let Some(work) = &d.work_dir {
+            validate::creatable_dir(work, "--work-dir")?;
+        }
+        if let Some(parent) = &d.parent_dir {
+            let absolute = if parent.is_absolute() {
+                parent.clone()
+            } else {
+                d.images_dir.join(parent)
+            };
+            if !absolute.is_dir() {
+                bail!(
+                    "the parent images directory {} does not exist; give --parent-dir a directory written by pre-dump",
+                    absolute.display()
+                );
+            }
+        }
+        Ok(Self {
+            externals,
+            page_server,
+        })
+    }
+}
+
 /// What `checkpoint --pid` and `pre-dump --pid` share: the checked pid and
-/// page-server address, CRIU, and the open directories.
+/// flags, CRIU, the open directories and the terminals left outside.
 struct Target {
     pid: u32,
     criu: criu_rpc::Criu,
     page_server: Option<(String, u16)>,
+    externals: Vec<External>,
+    terminals: Vec<ExternalTerminal>,
     images: std::fs::File,
     work: Option<std::fs::File>,
 }
@@ -207,14 +250,16 @@ struct Target {
 impl Target {
     fn prepare(global: &Global, d: &DumpArgs) -> anyhow::Result<Self> {
         let pid = d.pid.context("give a container ID or --pid")?;
-        require_process(pid)?;
-        // Checked before any directory is created, so a typo leaves
-        // nothing behind.
-        let page_server = d
-            .page_server
-            .as_deref()
-            .map(common::host_port)
-            .transpose()?;
+        let checked = Checked::new(d)?;
+        validate::pid(pid)?;
+        // A terminal the tree inherited (setsid server & in a shell) is
+        // left outside and handed over at restore; a shell job's terminal
+        // is CRIU's to handle.
+        let terminals = if d.shell_job {
+            Vec::new()
+        } else {
+            terminals::find(&terminals::tree_pids(pid))
+        };
         let criu = super::criu(global)?;
         let images = common::open_dir(&d.images_dir, "images directory", true)?;
         let work = d
@@ -225,9 +270,21 @@ impl Target {
         Ok(Self {
             pid,
             criu,
-            page_server,
+            page_server: checked.page_server,
+            externals: checked.externals,
+            terminals,
             images,
             work,
+        })
+    }
+
+    /// Lists the terminals left outside in the images, for restore.
+    fn record_terminals(&self, d: &DumpArgs) -> anyhow::Result<()> {
+        terminals::record(&d.images_dir, &self.terminals).with_context(|| {
+            format!(
+                "cannot write {}",
+                d.images_dir.join(terminals::RECORD).display()
+            )
         })
     }
 
@@ -241,6 +298,10 @@ impl Target {
 
     fn options(&self, d: &DumpArgs) -> anyhow::Result<DumpOptions<'_>> {
         let mut options = dump_options(d, common::dump_network_lock(d.network_lock, &self.criu))?;
+        options.external = self.externals.clone();
+        options
+            .external
+            .extend(self.terminals.iter().map(ExternalTerminal::external));
         options.page_server =
             self.page_server
                 .as_ref()
@@ -275,7 +336,6 @@ fn dump_options(
         auto_dedup: d.auto_dedup,
         empty_net_ns: d.empty_ns.is_some(),
         network_lock,
-        external: d.external.iter().cloned().map(External::raw).collect(),
         freeze_cgroup: d.freeze_cgroup.clone(),
         cgroups: criu_rpc::Cgroups {
             mode: common::cgroup_mode(d.manage_cgroups_mode),
@@ -283,17 +343,6 @@ fn dump_options(
         },
         ..Default::default()
     })
-}
-
-/// Refuses a pid that names no process before CRIU is started.
-fn require_process(pid: u32) -> anyhow::Result<()> {
-    if pid == 0 {
-        bail!("pid 0 is not a process; give the pid of the tree's root");
-    }
-    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        bail!("process {pid} does not exist");
-    }
-    Ok(())
 }
 
 fn print_report(json: bool, verb: &str, report: &Report<'_>) -> anyhow::Result<()> {

@@ -130,30 +130,62 @@ pub fn state(global: &Global, args: &IdArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One row of `list`: a container, or one whose state cannot be read.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Listed {
+    Container(Box<container::OciState>),
+    Broken {
+        id: String,
+        status: &'static str,
+        reason: String,
+    },
+}
+
 pub fn list(global: &Global, args: &ListArgs) -> anyhow::Result<ExitCode> {
     let root = super::state_root(global);
-    let states: Vec<_> = root
-        .ids()?
-        .iter()
-        .filter_map(|id| container::oci_state(&root, id).ok())
+    // Every container directory is listed: a damaged or missing state is
+    // shown as broken with its reason, never left out.
+    let rows: Vec<Listed> = root
+        .all_ids()?
+        .into_iter()
+        .map(|id| match container::oci_state(&root, &id) {
+            Ok(state) => Listed::Container(Box::new(state)),
+            Err(e) => Listed::Broken {
+                reason: container::broken_reason(&root, &id).unwrap_or_else(|| e.to_string()),
+                id,
+                status: "broken",
+            },
+        })
         .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&states)?);
+        println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
         "{:<24} {:<8} {:<13} {:<20} BUNDLE",
         "ID", "PID", "STATUS", "CREATED"
     );
-    for s in states {
-        println!(
-            "{:<24} {:<8} {:<13} {:<20} {}",
-            s.id,
-            s.pid,
-            s.status.to_string(),
-            s.created,
-            s.bundle.display()
-        );
+    for row in rows {
+        match row {
+            Listed::Container(s) => println!(
+                "{:<24} {:<8} {:<13} {:<20} {}",
+                super::escape(&s.id),
+                s.pid,
+                s.status.to_string(),
+                s.created,
+                super::escape(&s.bundle.display().to_string())
+            ),
+            Listed::Broken { id, reason, .. } => println!(
+                "{:<24} {:<8} {:<13} {:<20} ({}; crabmigrate delete --force {})",
+                super::escape(&id),
+                "-",
+                "broken",
+                "-",
+                super::escape(&reason),
+                super::escape(&id)
+            ),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -197,7 +229,42 @@ fn parse_signal(text: &str) -> anyhow::Result<Signal> {
 }
 
 pub fn delete(global: &Global, args: &DeleteArgs) -> anyhow::Result<ExitCode> {
-    container::delete(&super::state_root(global), &args.id, args.force)
+    let root = super::state_root(global);
+    let broken = crabmigrate_runtime::spec::validate_id(&args.id).is_ok()
+        && root.container_dir(&args.id).is_dir()
+        && container::broken_reason(&root, &args.id).is_some();
+    if broken && args.force {
+        let salvage = container::delete_broken(&root, &args.id)
+            .with_context(|| format!("cannot delete container {}", args.id))?;
+        crate::output::warning(&format!(
+            "container {} had a damaged or missing state; removed it{}{}{}",
+            args.id,
+            if salvage.killed.is_empty() {
+                String::new()
+            } else {
+                format!(", killed processes {:?}", salvage.killed)
+            },
+            salvage
+                .cgroup
+                .map(|c| format!(", removed cgroup {c}"))
+                .unwrap_or_default(),
+            if salvage.unmounted.is_empty() {
+                String::new()
+            } else {
+                format!(", unmounted {:?}", salvage.unmounted)
+            }
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if broken {
+        bail!(
+            "cannot delete container {}: {}; crabmigrate delete --force {} removes it and whatever of it can still be found",
+            args.id,
+            container::broken_reason(&root, &args.id).unwrap_or_default(),
+            args.id
+        );
+    }
+    container::delete(&root, &args.id, args.force)
         .with_context(|| format!("cannot delete container {}", args.id))?;
     Ok(ExitCode::SUCCESS)
 }

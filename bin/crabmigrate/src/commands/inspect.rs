@@ -10,8 +10,19 @@ use super::common;
 use crate::cli::{Global, InspectArgs};
 
 pub fn run(_global: &Global, args: &InspectArgs) -> anyhow::Result<ExitCode> {
-    let cp = Checkpoint::open(&args.dir)
+    let mut cp = Checkpoint::open(&args.dir)
         .with_context(|| format!("cannot inspect {}", args.dir.display()))?;
+    // What restore would refuse is shown, not hidden behind a fine view.
+    if let Err(e) = crabmigrate_images::validate::check_restorable(&args.dir) {
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            why.push_str(": ");
+            why.push_str(&s.to_string());
+            source = s.source();
+        }
+        cp.warnings.push(format!("restore would refuse it: {why}"));
+    }
     let all =
         !(args.ps_tree || args.files || args.mounts || args.memory || args.stats || args.images);
     let show = Sections {

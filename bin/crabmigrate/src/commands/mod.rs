@@ -12,6 +12,7 @@ mod network;
 mod oci;
 mod page_server;
 mod restore;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -67,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(never) => match never {},
         },
         Command::Keygen(args) => {
+            validate::output_file(&args.out, "--out")?;
             crabmigrate_migrate::key::Key::generate_file(&args.out)?;
             println!(
                 "wrote a new migration key to {}; copy it to the other host (keep it mode 0600)",
@@ -75,6 +77,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `text` fit for one line on a terminal: control characters (escape
+/// sequences, newlines, C1 controls) and invisible bidirectional overrides
+/// are written as `\u{..}` escapes, so bytes a user or a file supplied
+/// cannot move the cursor, recolour the terminal or split the line.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The CRIU client for `--criu`, the environment, the prefix or PATH.
@@ -98,4 +123,19 @@ pub fn cni(global: &Global) -> crabmigrate_runtime::network::Cni {
 /// The container state root from `--root`.
 pub fn state_root(global: &Global) -> crabmigrate_runtime::state::StateRoot {
     crabmigrate_runtime::state::StateRoot::new(&global.root)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escape_keeps_text_and_neutralises_controls() {
+        assert_eq!(
+            super::escape("cannot open /tmp/a b: é"),
+            "cannot open /tmp/a b: é"
+        );
+        assert_eq!(
+            super::escape("x\u{1b}[31mred\nline\u{202e}"),
+            "x\\u{1b}[31mred\\u{a}line\\u{202e}"
+        );
+    }
 }

@@ -50,7 +50,7 @@ pub fn run(global: &Global, args: &PageServerArgs) -> anyhow::Result<ExitCode> {
 
 pub fn run_lazy(global: &Global, args: &LazyPagesArgs) -> anyhow::Result<ExitCode> {
     let criu = super::criu(global)?;
-    let (address, port) = common::host_port(&args.page_server)?;
+    let (address, port) = super::validate::address(&args.page_server, "--page-server")?;
     common::open_dir(&args.images_dir, "images directory", false)?;
     let work_dir = args
         .work_dir

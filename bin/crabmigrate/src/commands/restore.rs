@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use criu_rpc::{External, InheritFd, RestoreRequest, RestoreStats};
+use crabmigrate_runtime::terminals;
+use criu_rpc::{ExternalSide, InheritFd, RestoreRequest, RestoreStats};
 use serde::Serialize;
 
-use super::common;
+use super::{common, validate};
 use crate::cli::{Global, RestoreArgs};
 
 #[derive(Serialize)]
@@ -20,31 +21,34 @@ struct Report<'a> {
 }
 
 pub fn run(global: &Global, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    check_restore_flags(args)?;
     if let Some(file) = &args.import {
         // Extract the archive, then restore from the images it held.
         return run(global, &super::archive::restore_import(args, file)?);
     }
+    validate::existing_dir(&args.images_dir, "--images-dir")?;
+    crabmigrate_images::validate::check_restorable(&args.images_dir)
+        .with_context(|| format!("cannot restore from {}", args.images_dir.display()))?;
     if let Some(id) = &args.id {
         return run_container(global, id, args);
     }
     let images = common::open_dir(&args.images_dir, "images directory", false)?;
-    if !args.images_dir.join("inventory.img").is_file() {
-        bail!(
-            "{} holds no checkpoint (no inventory.img); point --images-dir at a directory written by checkpoint",
-            args.images_dir.display()
-        );
-    }
+    let externals = validate::externals(&args.external, ExternalSide::Restore)?;
+    // The terminals the checkpoint left outside get ours in their place.
+    let terminals = terminals::stand_ins(&terminals::load(&args.images_dir)?)?;
+    let inherited = args
+        .inherit_fd
+        .iter()
+        .map(|spec| parse_inherit_fd(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Refusals come before the work directory is created.
+    check_sockets(&args.images_dir, args)?;
     let criu = super::criu(global)?;
     let work = args
         .work_dir
         .as_deref()
         .map(|w| common::open_dir(w, "work directory", true))
         .transpose()?;
-    let inherited = args
-        .inherit_fd
-        .iter()
-        .map(|spec| parse_inherit_fd(spec))
-        .collect::<anyhow::Result<Vec<_>>>()?;
 
     let mut request = RestoreRequest::new(images.as_fd());
     request.common.work_dir = work.as_ref().map(AsFd::as_fd);
@@ -59,15 +63,15 @@ pub fn run(global: &Global, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     o.file_locks = args.file_locks;
     o.link_remap = args.link_remap;
     o.lazy_pages = args.lazy_pages;
-    o.external = args.external.iter().cloned().map(External::raw).collect();
+    o.external = externals;
     o.network_lock = common::network_lock(args.network_lock);
     o.cgroups.mode = common::cgroup_mode(args.manage_cgroups_mode);
     o.inherit_fds = inherited
         .iter()
         .map(|(fd, key)| InheritFd { key, fd: *fd })
+        .chain(terminals.iter().map(|(key, fd)| InheritFd { key, fd: *fd }))
         .collect();
 
-    check_sockets(&args.images_dir, args)?;
     wait_for_free_pids(&args.images_dir)?;
     let outcome = criu.restore(&request, None)?;
     if let Some(path) = &args.pid_file {
@@ -89,6 +93,20 @@ pub fn run(global: &Global, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     super::container::wait_for(outcome.pid as u32)
+}
+
+/// What a restore checks before it extracts, creates or starts anything
+/// (the images are checked next): the files it will write have a
+/// directory, the externals are well formed.
+fn check_restore_flags(args: &RestoreArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.pid_file {
+        validate::output_file(path, "--pid-file")?;
+    }
+    if let Some(work) = &args.work_dir {
+        validate::creatable_dir(work, "--work-dir")?;
+    }
+    validate::externals(&args.external, ExternalSide::Restore)?;
+    Ok(())
 }
 
 /// "restored WHAT as pid N: P pages, restore X ms (forking Y ms)".
@@ -250,7 +268,7 @@ fn run_container(global: &Global, id: &str, args: &RestoreArgs) -> anyhow::Resul
         lazy_pages: args.lazy_pages,
         network_lock: common::network_lock(args.network_lock),
         manage_cgroups_mode: common::cgroup_mode(args.manage_cgroups_mode),
-        external: args.external.iter().cloned().map(External::raw).collect(),
+        external: validate::externals(&args.external, ExternalSide::Restore)?,
         cni: super::cni(global),
         auto_dedup: args.auto_dedup,
         empty_net_ns: args.empty_ns.is_some(),

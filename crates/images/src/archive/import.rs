@@ -88,8 +88,12 @@ pub enum ImportError {
     },
     #[error("{0} exists and is not empty; import into a new or empty directory")]
     NotEmpty(PathBuf),
-    #[error("it is not a tar archive (plain, zstd or gzip)")]
-    NotArchive(#[source] io::Error),
+    /// Plain bytes that are no tar header. tar's own words quote the bytes
+    /// it could not read, which are no use to anyone, so they are dropped.
+    #[error(
+        "it is not a tar archive (plain, zstd or gzip); give a file written by crabmigrate export"
+    )]
+    NotArchive,
     #[error("it is not a checkpoint archive: it starts with no {MANIFEST} (crabmigrate's) and has no {missing} (Podman's)")]
     NotCheckpointArchive { missing: &'static str },
     #[error("it is a Podman pod checkpoint ({0}); crabmigrate restores single containers: export each container with podman container checkpoint --export")]
@@ -253,7 +257,10 @@ pub fn import(
         // A compressed stream that breaks off is damaged; plain bytes that
         // are no tar header are no archive.
         Some(e) => e.map_err(|e| match compression {
-            Compression::None => ImportError::NotArchive(e),
+            Compression::None => {
+                tracing::debug!(error = %e, "not a tar header");
+                ImportError::NotArchive
+            }
             _ => ImportError::Corrupt(e),
         })?,
         None => {

@@ -11,6 +11,9 @@
 //! - `descriptors.json` in the images records the init's stdio, for restore;
 //! - a container with a terminal is dumped as a shell job: the pty master
 //!   is outside the container;
+//! - any other terminal a process of the container holds without its
+//!   master (stderr left on the caller's terminal by `run -d`) is external
+//!   and recorded for restore (see [`crate::terminals`]);
 //! - the `org.criu.config` annotation names a CRIU configuration file;
 //! - a container with a CNI network joined its namespace, which is
 //!   external too; the attachment goes into the images (`network.status`)
@@ -181,6 +184,17 @@ pub fn checkpoint(
         ..Default::default()
     };
     options.external.extend(opts.external.iter().cloned());
+    if !options.shell_job {
+        let terminals = crate::terminals::find(&crate::terminals::tree_pids(state.pid));
+        crate::terminals::record(&opts.images_dir, &terminals).map_err(|e| {
+            CheckpointError::Io("write", opts.images_dir.join(crate::terminals::RECORD), e)
+        })?;
+        options.external.extend(
+            terminals
+                .iter()
+                .map(crate::terminals::ExternalTerminal::external),
+        );
+    }
     options.cgroups.mode = Some(opts.manage_cgroups_mode.unwrap_or(CgroupMode::Soft));
     // Freezing through the cgroup is atomic for the whole container; a
     // container paused beforehand is already frozen there.
@@ -217,9 +231,10 @@ pub fn checkpoint(
         net.write(&opts.images_dir.join(crate::network::NETWORK_STATUS))?;
     }
     let outcome = criu.dump(&request, notify)?;
+    // The state records the last checkpoint (export takes it), also one
+    // after which the container runs on.
     if !opts.leave_running {
         state.status = Status::Checkpointed;
-        state.checkpoint = Some(opts.images_dir.clone());
         // The processes are gone: the addresses go back to the network,
         // for the restore to take them again.
         if let (Some(net), Some(kept)) = (&network, state.network.as_mut()) {
@@ -230,8 +245,9 @@ pub fn checkpoint(
                 }
             }
         }
-        root.save(&state)?;
     }
+    state.checkpoint = Some(opts.images_dir.clone());
+    root.save(&state)?;
     Ok(CheckpointOutcome {
         stats: outcome.stats,
         log_file: outcome.log_file,

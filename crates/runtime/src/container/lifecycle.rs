@@ -120,14 +120,11 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 /// processes left in a stopped container's cgroup are killed either way.
 pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleError> {
     let state = match load(root, id) {
-        Err(LifecycleError::State(crate::state::StateError::NotFound { .. }))
-            if force && root.container_dir(id).is_dir() =>
-        {
-            // A create that died before writing its state: release what
-            // it attached, remove what it left.
-            crate::network::release_leftover(root, id)
-                .map_err(|e| LifecycleError::Network(id.to_owned(), e))?;
-            root.remove(id)?;
+        Ok(state) => state,
+        // A damaged state.json, or none (a create that died before writing
+        // it): release what it attached, remove what can be found.
+        Err(LifecycleError::State(_)) if force && super::broken_reason(root, id).is_some() => {
+            super::delete_broken(root, id)?;
             return Ok(());
         }
         // runc's `delete --force` of a container that does not exist
@@ -137,7 +134,7 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleEr
             tracing::info!(id, "no such container; nothing to delete");
             return Ok(());
         }
-        other => other?,
+        Err(e) => return Err(e),
     };
     let live = matches!(
         state.status,

@@ -4,6 +4,8 @@
 //!   `init.rs`, `rootfs.rs`, `console.rs`, `hooks.rs`)
 //! - [`exec()`]: another process in a running container (`exec.rs`)
 //! - [`kill()`], [`delete()`], [`pause()`], [`resume()`], [`ps()`] (`lifecycle.rs`)
+//! - containers whose state is damaged or missing: [`broken_reason()`] for
+//!   `list`, [`delete_broken()`] for `delete --force` (`recover.rs`)
 //! - [`checkpoint()`] and [`restore()`] through CRIU (`checkpoint.rs`,
 //!   `restore.rs`)
 //!
@@ -18,6 +20,7 @@ mod exec;
 mod hooks;
 mod init;
 mod lifecycle;
+mod recover;
 mod restore;
 mod restore_network;
 pub mod rootfs;
@@ -31,5 +34,6 @@ pub use lifecycle::{
     delete, kill, oci_state, pause, ps, resume, rfc3339, start, LifecycleError, OciState,
     ProcessInfo, OWNED_BUNDLE_MARKER,
 };
+pub use recover::{broken_reason, delete_broken, Salvage};
 pub use restore::{restore, restore_networked, RestoreError, RestoreOptions, Restored};
 pub use update::{stats, update, UpdateError};

@@ -12,7 +12,8 @@
 //!   `cg_root` points the restored tree at the new cgroup: per v1
 //!   controller, plus a default root for the v2 hierarchy.
 //! - Pipes among the init's stdio (`descriptors.json`) are replaced with
-//!   crabmigrate's own stdio through inherit-fd.
+//!   crabmigrate's own stdio through inherit-fd, and so are the terminals
+//!   the checkpoint left outside (see [`crate::terminals`]).
 //! - The restored init is the caller's child (rst_sibling).
 //! - Notifications: setup-namespaces runs the prestart and createRuntime
 //!   hooks with the new pid, post-restore records it, orphan-pts-master goes
@@ -117,6 +118,8 @@ pub enum RestoreError {
     #[error("process.terminal is set, so --console-socket is required to receive the restored terminal (as with runc)")]
     NoConsoleSocket,
     #[error(transparent)]
+    Terminal(#[from] crate::terminals::TerminalError),
+    #[error(transparent)]
     Network(#[from] network::NetworkError),
     #[error(transparent)]
     NetworkSpec(#[from] network::JoinError),
@@ -174,6 +177,9 @@ pub fn restore_networked(
     if super::checkpoint::has_terminal(&bundle) && opts.console_socket.is_none() {
         return Err(RestoreError::NoConsoleSocket);
     }
+    // Checked before anything is created: the terminals the checkpoint
+    // left outside need one of ours in their place.
+    let terminals = crate::terminals::stand_ins(&crate::terminals::load(&opts.images_dir)?)?;
     // The checkpoint's network, its plugins and free addresses: checked
     // before anything is touched.
     let net_plan = match &network {
@@ -287,7 +293,7 @@ pub fn restore_networked(
             });
         }
     }
-    for (key, fd) in &stdio {
+    for (key, fd) in stdio.iter().chain(&terminals) {
         o.inherit_fds.push(InheritFd { key, fd: *fd });
     }
 
@@ -449,6 +455,16 @@ fn create_mount_points(bundle: &Bundle) -> Result<(), RestoreError> {
             std::fs::create_dir_all(&target)
         };
         made.map_err(|e| RestoreError::Io("create the mount point", target.clone(), e))?;
+    }
+    // CRIU moves the old root aside into the new root's /tmp when it
+    // restores mounts; without /tmp it makes a directory there, which a
+    // read-only root (runc spec's default) refuses: "mnt: Can't create a
+    // temporary directory: Read-only file system". A minimal rootfs often
+    // has no /tmp; make it, as runc's rootfs would have one.
+    let tmp = bundle.rootfs.join("tmp");
+    if std::fs::symlink_metadata(&tmp).is_err() {
+        std::fs::create_dir(&tmp)
+            .map_err(|e| RestoreError::Io("create the mount point", tmp.clone(), e))?;
     }
     Ok(())
 }
