@@ -96,6 +96,14 @@ pub(super) struct Case {
 
 impl Drop for Case {
     fn drop(&mut self) {
+        // A copy the destination runs (and the agent): killed, so that
+        // their cgroups can go with the lab.
+        for (pid, _) in pids_in(&self.lab.hosts.dst, &[]) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        let _ = wait_until(Duration::from_secs(5), || {
+            pids_in(&self.lab.hosts.dst, &[]).is_empty().then_some(())
+        });
         // A container the destination runs, force-deleted.
         if let Subject::Container(b) = &self.subject {
             let _ = testkit::crabmigrate()

@@ -245,6 +245,29 @@ pub(super) struct Lab {
     pub(super) key: PathBuf,
 }
 
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // A committed tree's cgroup outlives a killed agent (the next agent
+        // of the same work directory sweeps it): whatever still runs on
+        // the destination is killed, then the agent's cgroups are swept.
+        for (pid, _) in pids_in(&self.hosts.dst, &[]) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = wait_until(Duration::from_secs(5), || {
+            pids_in(&self.hosts.dst, &[]).is_empty().then_some(())
+        });
+        for work in ["agent-work", "agent-tmpfs"] {
+            let dir = self.tmp.path().join(work);
+            if dir.exists() {
+                crabmigrate_migrate::cgroup::sweep(&crabmigrate_migrate::agent::scope_of(&dir));
+            }
+        }
+    }
+}
+
 impl Lab {
     pub(super) fn new(tag: &str) -> Self {
         let tmp = tempfile::Builder::new()

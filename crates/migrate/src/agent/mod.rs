@@ -118,6 +118,14 @@ pub const BUNDLES: &str = "bundles";
 /// The directory of sessions.
 pub const SESSIONS: &str = "sessions";
 
+/// The scope of an agent's session cgroups: from its work directory, so
+/// that one agent's sweep never touches another's (8 hex digits).
+pub fn scope_of(work_dir: &Path) -> String {
+    use sha2::Digest;
+    let canonical = std::fs::canonicalize(work_dir).unwrap_or_else(|_| work_dir.to_path_buf());
+    hex::encode(&sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes())[..4])
+}
+
 /// Whether `name` is a session name: 16 lowercase hex digits.
 pub fn valid_session(name: &str) -> bool {
     name.len() == 16 && name.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
@@ -154,11 +162,7 @@ impl Agent {
         let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|_| AgentError::WorkDirBusy(work.clone()))?;
         sweep(work, &opts.state_root);
-        let canonical = std::fs::canonicalize(work).unwrap_or_else(|_| work.clone());
-        let scope = {
-            use sha2::Digest;
-            hex::encode(&sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes())[..4])
-        };
+        let scope = scope_of(work);
         port.sweep(&scope);
         let sessions = Arc::new(Semaphore::new(opts.limits.sessions.max(1)));
         Ok(Self {
