@@ -340,6 +340,14 @@ fn delete_force_releases_the_network_after_a_crash() {
     assert!(a.leased().is_empty());
     assert!(!netns.exists());
     assert!(!dir.exists());
+    // The cgroup create made (recorded before state.json) is gone too.
+    let left: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|h| h.path().join("crabmigrate").join(&id))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(left.is_empty(), "cgroup left behind: {left:?}");
 }
 
 /// The client's side of the TCP test: one request every 5 ms, each reply

@@ -19,6 +19,10 @@ use crate::cgroups::Cgroup;
 pub const DEFAULT_ROOT: &str = "/run/crabmigrate";
 /// The state file in each container directory.
 const STATE_FILE: &str = "state.json";
+/// The container's cgroup, written as soon as the cgroup exists, so that
+/// `delete --force` finds it when `state.json` never got written (a crash
+/// during create).
+pub const CGROUP_RECORD: &str = "cgroup.json";
 /// The largest state file read (they are a few KiB).
 const MAX_STATE: u64 = 1 << 20;
 
@@ -222,6 +226,35 @@ impl StateRoot {
         file.write_all(&bytes).map_err(io("write", &tmp))?;
         file.sync_all().map_err(io("write", &tmp))?;
         fs::rename(&tmp, &path).map_err(io("replace", &path))
+    }
+
+    /// Writes `value` as `id`'s record `file` (e.g. [`CGROUP_RECORD`]),
+    /// replacing it atomically.
+    pub fn save_record<T: serde::Serialize>(
+        &self,
+        id: &str,
+        file: &str,
+        value: &T,
+    ) -> Result<(), StateError> {
+        let path = self.container_dir(id).join(file);
+        let tmp = self.container_dir(id).join(format!(".{file}.tmp"));
+        let bytes = serde_json::to_vec(value).map_err(|source| StateError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        fs::write(&tmp, bytes)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|source| StateError::Io {
+                what: "write",
+                path,
+                source,
+            })
+    }
+
+    /// Reads `id`'s record `file`, if it is there and whole.
+    pub fn load_record<T: serde::de::DeserializeOwned>(&self, id: &str, file: &str) -> Option<T> {
+        let text = fs::read(self.container_dir(id).join(file)).ok()?;
+        serde_json::from_slice(&text).ok()
     }
 
     /// Removes the directory of `id` and everything in it.

@@ -158,6 +158,7 @@ pub fn create(
     let cgroup =
         Cgroup::create(&cgroup_path, &resources(&bundle.spec)).map_err(CreateError::Cgroup)?;
     cleanup.cgroup = Some(cgroup.clone());
+    root.save_record(id, crate::state::CGROUP_RECORD, &cgroup)?;
     if let (Some(request), Some(config)) = (&options.network, &net_config) {
         let prepared = network::prepare(&request.cni, config, id, &request.addresses, false)?;
         let attachment = prepared.attachment();

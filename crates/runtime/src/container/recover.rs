@@ -56,7 +56,8 @@ pub fn broken_reason(root: &StateRoot, id: &str) -> Option<String> {
 
 /// Removes a container whose state is damaged or missing: kills the
 /// recorded init (if it is still the same process) and everything in the
-/// recorded cgroup, removes the cgroup, unmounts what is mounted under its
+/// recorded cgroup (from the state, else from the record create wrote as
+/// soon as the cgroup existed), removes the cgroup, unmounts what is mounted under its
 /// directory, and removes the directory.
 pub fn delete_broken(root: &StateRoot, id: &str) -> Result<Salvage, LifecycleError> {
     crate::spec::validate_id(id).map_err(LifecycleError::Id)?;
@@ -81,8 +82,9 @@ pub fn delete_broken(root: &StateRoot, id: &str) -> Result<Salvage, LifecycleErr
             salvage.killed.push(pid);
         }
     }
-    let cgroup: Option<Cgroup> =
-        field(&loose, &text, "cgroup").and_then(|c| serde_json::from_value(c).ok());
+    let cgroup: Option<Cgroup> = field(&loose, &text, "cgroup")
+        .and_then(|c| serde_json::from_value(c).ok())
+        .or_else(|| root.load_record(id, crate::state::CGROUP_RECORD));
     if let Some(cgroup) = &cgroup {
         // A frozen cgroup would keep SIGKILL pending.
         let _ = cgroup.thaw();
