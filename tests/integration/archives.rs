@@ -168,47 +168,22 @@ fn zstd_decoder(file: fs::File) -> impl std::io::Read {
 
 // ---- crafted archives ----
 
-struct Raw {
-    name: String,
-    kind: u8,
-    data: Vec<u8>,
-    size: Option<u64>,
-    link: Option<String>,
-}
+use test_support::tar::Member as Raw;
 
 fn raw(name: &str, kind: u8, data: &[u8], size: Option<u64>, link: Option<&str>) -> Raw {
-    Raw {
-        name: name.into(),
-        kind,
-        data: data.to_vec(),
-        size,
-        link: link.map(Into::into),
+    let mut m = Raw::new(name, kind, data);
+    if let Some(size) = size {
+        m = m.claiming(size);
     }
+    if let Some(link) = link {
+        m = m.linking(link);
+    }
+    m
 }
 
 /// A tar written byte by byte, so that names and links are not checked.
 fn tar_of(members: &[Raw]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for m in members {
-        let mut h = tar::Header::new_old();
-        {
-            let old = h.as_old_mut();
-            old.name[..m.name.len()].copy_from_slice(m.name.as_bytes());
-            if let Some(link) = &m.link {
-                old.linkname[..link.len()].copy_from_slice(link.as_bytes());
-            }
-            old.linkflag = [m.kind];
-        }
-        h.set_mode(0o600);
-        h.set_size(m.size.unwrap_or(m.data.len() as u64));
-        h.set_mtime(0);
-        h.set_cksum();
-        out.extend_from_slice(h.as_bytes());
-        out.extend_from_slice(&m.data);
-        out.extend(std::iter::repeat_n(0u8, (512 - m.data.len() % 512) % 512));
-    }
-    out.extend(std::iter::repeat_n(0u8, 1024));
-    out
+    test_support::tar::archive(members).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn manifest(files: &[(&str, &[u8])]) -> Raw {

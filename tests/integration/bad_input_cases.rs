@@ -389,6 +389,25 @@ pub(crate) fn cases(f: &Fixture) -> Vec<Case> {
             &["migrate", "--pid", &w, "--key-file", &p("key")],
             &["required"],
         ),
+        // recover
+        refuse(
+            &[
+                "recover",
+                "--work-dir",
+                &p("empty"),
+                "--resume",
+                "0123456789abcdef",
+            ],
+            &["no in-doubt migration", "crabmigrate recover --work-dir"],
+        ),
+        refuse(
+            &["recover", "--work-dir", &p("empty"), "--discard", "../x"],
+            &["invalid session name"],
+        ),
+        usage(
+            &["recover", "--resume", "a", "--discard", "b"],
+            &["cannot be used with"],
+        ),
         // page-server, lazy-pages
         refuse(
             &["page-server", "--images-dir", &p("file"), "--port", "1"],

@@ -1,7 +1,9 @@
-//! Network namespaces as test "hosts": [`NetNs`] (a named namespace under
-//! `/run/netns` with `lo` up, deleted on drop), [`Veth`] (a link between two
-//! of them with a private /30), and ways to run a program, a closure or
-//! CRIU itself inside one.
+//! Network namespaces as test "hosts", over [`test_support::netns`]:
+//! [`NetNs`] (a named namespace under `/run/netns` with `lo` up, deleted on
+//! drop), [`Veth`] (a link between two of them with a private /30),
+//! [`TwoHosts`], and ways to run a program, a closure or CRIU inside one.
+//! The support crate returns errors; these wrappers make a failure a test
+//! failure.
 //!
 //! Names, interface names and addresses are unique per test process and
 //! per call, so tests can run in parallel threads. Everything is undone by
@@ -9,220 +11,86 @@
 //! `/run/netns/NAME` (never `ip netns exec`, which also creates a new mount
 //! namespace, so CRIU and its target would see different mounts).
 
-use std::ffi::OsString;
-use std::fs::File;
-use std::io;
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::process::Command;
 
-use criu_rpc::{Criu, ExecLauncher, LaunchSpec, Launcher};
-use nix::sched::{setns, CloneFlags};
-
-/// Per-process counter behind every unique name and address.
-static NEXT: AtomicU32 = AtomicU32::new(0);
-/// `ip netns add` creates and bind-mounts `/run/netns` on first use; two at
-/// once could stack that mount, so they take turns.
-static IP_NETNS: Mutex<()> = Mutex::new(());
-
-fn next_id() -> u32 {
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
+use criu_rpc::Criu;
 
 /// Runs `ip ARGS` and panics with its error output if it fails.
 pub fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("ip runs");
-    assert!(
-        out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    test_support::netns::ip(args).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// A named network namespace (`/run/netns/NAME`) with `lo` up. Dropping
-/// it runs `ip netns del`; the namespace itself lives on only while a
-/// process is still inside it.
+/// A named network namespace (`/run/netns/NAME`) with `lo` up.
 #[derive(Debug)]
-pub struct NetNs {
-    name: String,
-}
+pub struct NetNs(pub test_support::netns::NetNs);
 
 impl NetNs {
     /// A new namespace named `cm-PID-N-TAG`.
     pub fn new(tag: &str) -> Self {
-        let name = format!("cm-{}-{}-{tag}", std::process::id(), next_id());
-        {
-            let _turn = IP_NETNS.lock().unwrap_or_else(|e| e.into_inner());
-            ip(&["netns", "add", &name]);
-        }
-        let ns = Self { name };
-        // CRIU's kernel probing fails in a namespace whose lo is down.
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
+        Self(test_support::netns::NetNs::new(tag).unwrap_or_else(|e| panic!("{e}")))
     }
 
     /// Its name for `ip -n`.
     pub fn name(&self) -> &str {
-        &self.name
+        self.0.name()
     }
 
     /// `/run/netns/NAME`.
     pub fn path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.name)
+        self.0.path()
     }
 
-    fn open(&self) -> File {
-        File::open(self.path()).expect("netns file opens")
-    }
-
-    /// A command that runs `program` inside this namespace (setns between
-    /// fork and exec; nothing else changes).
+    /// A command that runs `program` inside this namespace.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let ns = self.open();
-        let mut cmd = Command::new(program);
-        // SAFETY: the closure runs in the child between fork and exec; setns
-        // is a plain system call (async-signal-safe) and the descriptor was
-        // opened before the fork and is moved into the closure, so nothing
-        // is allocated or locked here.
-        unsafe {
-            cmd.pre_exec(move || {
-                setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
-            });
-        }
-        cmd
+        self.0.command(program).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Runs `f` on a thread that has entered this namespace (the network
-    /// namespace is per thread, so the caller's thread is unaffected).
+    /// Runs `f` on a thread that has entered this namespace; a panic in
+    /// `f` is the test's.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let ns = self.open();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
-                    f()
+        let mut out = None;
+        let slot = &mut out;
+        let ran = std::panic::AssertUnwindSafe(|| {
+            self.0
+                .run(move || {
+                    *slot = Some(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
                 })
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+                .unwrap_or_else(|e| panic!("{e}"))
+        });
+        ran();
+        match out {
+            Some(Ok(v)) => v,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => panic!("the namespace thread did not run"),
+        }
     }
 
-    /// `criu` with every CRIU process it starts (swrk, lazy-pages) placed in
-    /// this namespace.
+    /// `criu` with every CRIU process it starts placed in this namespace.
     pub fn criu(&self, criu: &Criu) -> Criu {
-        criu.clone()
-            .with_launcher(Arc::new(NetnsLauncher { netns: self.path() }))
+        self.0.criu(criu)
     }
 }
 
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _turn = IP_NETNS.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// Starts CRIU as [`ExecLauncher`] does, but through `nsenter --net=PATH`,
-/// which enters the namespace and execs CRIU in the same process: the pid,
-/// the passed descriptors and the parent-death signal all stay as the
-/// launcher contract wants them.
-#[derive(Debug)]
-pub struct NetnsLauncher {
-    netns: PathBuf,
-}
-
-impl Launcher for NetnsLauncher {
-    fn launch(&self, spec: LaunchSpec<'_>) -> io::Result<Child> {
-        let mut net = OsString::from("--net=");
-        net.push(&self.netns);
-        let mut args = vec![net, "--".into(), spec.program.as_os_str().to_owned()];
-        args.extend(spec.args);
-        ExecLauncher.launch(LaunchSpec {
-            program: Path::new("nsenter"),
-            args,
-            fds: spec.fds,
-            output: spec.output,
-        })
-    }
-}
-
-/// A veth pair between two namespaces, `A` end `10.P.Q.(R+1)/30`, `B` end
-/// `.(R+2)/30`, both up. Dropping it deletes the pair (deleting either
-/// namespace would too).
+/// A veth pair between two namespaces.
 #[derive(Debug)]
 pub struct Veth {
-    a_ns: String,
-    a_dev: String,
     /// Address of the `a` end.
     pub a_addr: String,
     /// Address of the `b` end.
     pub b_addr: String,
+    _link: test_support::netns::Veth,
 }
 
 impl Veth {
     /// Links `a` and `b`.
     pub fn new(a: &NetNs, b: &NetNs) -> Self {
-        let id = next_id();
-        let pid = std::process::id();
-        // IFNAMSIZ: at most 15 characters.
-        let a_dev = format!("cm{pid}x{id}a");
-        let b_dev = format!("cm{pid}x{id}b");
-        let block = id % 16384 * 4;
-        let prefix = format!("10.{}.{}", 100 + pid % 100, block / 256);
-        let a_addr = format!("{prefix}.{}", block % 256 + 1);
-        let b_addr = format!("{prefix}.{}", block % 256 + 2);
-        ip(&[
-            "link",
-            "add",
-            &a_dev,
-            "netns",
-            a.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &b_dev,
-            "netns",
-            b.name(),
-        ]);
-        let veth = Self {
-            a_ns: a.name().to_owned(),
-            a_dev,
-            a_addr,
-            b_addr,
-        };
-        for (ns, dev, addr) in [
-            (a.name(), &veth.a_dev, &veth.a_addr),
-            (b.name(), &b_dev, &veth.b_addr),
-        ] {
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/30"), "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
+        let link = test_support::netns::Veth::new(&a.0, &b.0).unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            a_addr: link.a_addr.clone(),
+            b_addr: link.b_addr.clone(),
+            _link: link,
         }
-        veth
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["-n", &self.a_ns, "link", "del", &self.a_dev])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }
 

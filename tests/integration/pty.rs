@@ -16,11 +16,9 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use criu_rpc::{DumpRequest, Notify, NotifyResult, RestoreRequest};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use testkit::KillOnDrop;
 
 use crate::page_server::{explain, ChildGuard, PATIENCE};
@@ -28,34 +26,7 @@ use crate::page_server::{explain, ChildGuard, PATIENCE};
 /// Writes `line` to the terminal master and reads until `answer` appears
 /// (the terminal echoes the input first).
 fn converse(master: &OwnedFd, line: &str, answer: &str) {
-    let data = format!("{line}\n");
-    let written = nix::unistd::write(master, data.as_bytes()).expect("write to the master");
-    assert_eq!(written, data.len());
-    let mut seen = Vec::new();
-    let until = Instant::now() + PATIENCE;
-    while !String::from_utf8_lossy(&seen).contains(answer) {
-        let left = until.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "no {answer:?} from the terminal; read {:?}",
-            String::from_utf8_lossy(&seen)
-        );
-        let ms = u16::try_from(left.as_millis().min(1000)).unwrap_or(1000);
-        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
-        if poll(&mut fds, PollTimeout::from(ms)).expect("poll") == 0 {
-            continue;
-        }
-        let mut buf = [0u8; 256];
-        match nix::unistd::read(master, &mut buf) {
-            Ok(0) | Err(nix::errno::Errno::EIO) => panic!(
-                "the terminal hung up; read {:?}",
-                String::from_utf8_lossy(&seen)
-            ),
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
-            Err(e) => panic!("read from the master: {e}"),
-        }
-    }
+    test_support::pty::converse(master, line, answer, PATIENCE).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// In the child before exec: a new session whose controlling terminal is

@@ -102,44 +102,11 @@ pub fn program(name: &str) -> PathBuf {
 /// child forked by another test thread still holds the writing descriptor;
 /// [`Workload::spawn`] retries that.
 pub fn private_copy(name: &str, dir: &Path) -> PathBuf {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let sub = dir.join(format!(
-        ".program-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let copy = sub.join(name);
-    std::fs::create_dir_all(&sub)
-        .and_then(|()| std::fs::copy(built(name), &copy))
-        .unwrap_or_else(|e| panic!("cannot copy {name} to {}: {e}", copy.display()));
-    copy
+    test_support::workload::private_copy(&built(name), dir).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// One state line of `crabmigrate-workload`: `COUNTER CHECKSUM PID`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tick {
-    pub counter: u64,
-    pub checksum: String,
-    pub pid: u32,
-}
-
-impl Tick {
-    /// Parses a state line.
-    pub fn parse(line: &str) -> Option<Self> {
-        let mut parts = line.split_whitespace();
-        Some(Self {
-            counter: parts.next()?.parse().ok()?,
-            checksum: parts.next()?.to_owned(),
-            pid: parts.next()?.parse().ok()?,
-        })
-    }
-
-    /// Reads the state file the workload writes with `--out`.
-    pub fn read(path: &Path) -> Option<Self> {
-        Self::parse(std::fs::read_to_string(path).ok()?.trim())
-    }
-}
+pub use test_support::workload::Tick;
 
 /// Polls `probe` every 20 ms until it returns `Some`, for at most `limit`.
 pub fn wait_until<T>(
@@ -260,94 +227,37 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A busybox OCI bundle in a temporary directory: `runc spec`-like defaults
-/// (pid, network, ipc, uts, mount namespaces; proc, tmpfs /dev, devpts,
-/// /dev/shm, mqueue, sysfs mounts; masked and read-only paths), a writable
-/// rootfs made of busybox-static, and `args` as the process.
+/// A busybox OCI bundle in a temporary directory (see
+/// [`test_support::busybox`]); panics if it cannot be made.
 #[derive(Debug)]
-pub struct BusyboxBundle {
-    pub dir: tempfile::TempDir,
-}
+pub struct BusyboxBundle(pub test_support::busybox::Bundle);
 
 impl BusyboxBundle {
     /// A bundle running `args` (e.g. `["sh", "-c", "..."]`).
     pub fn new(args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let rootfs = dir.path().join("rootfs");
-        for sub in ["bin", "tmp", "proc", "sys", "dev", "etc", "data"] {
-            std::fs::create_dir_all(rootfs.join(sub)).unwrap();
-        }
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).is_file())
-            .expect("busybox-static is installed (scripts/setup.sh)");
-        std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
-        for applet in [
-            "sh", "sleep", "echo", "cat", "ls", "ps", "nc", "date", "true", "read",
-        ] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-        let bundle = Self { dir };
-        bundle.write_config(&Self::default_config(args));
-        bundle
+        Self(test_support::busybox::Bundle::new(args).unwrap_or_else(|e| panic!("{e}")))
     }
 
     /// The spec `new` writes, for tests to edit and write back.
     pub fn default_config(args: &[&str]) -> serde_json::Value {
-        serde_json::json!({
-            "ociVersion": "1.0.2",
-            "process": {
-                "terminal": false,
-                "user": {"uid": 0, "gid": 0},
-                "args": args,
-                "env": ["PATH=/bin", "TERM=xterm"],
-                "cwd": "/",
-                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-                "noNewPrivileges": true
-            },
-            "root": {"path": "rootfs", "readonly": false},
-            "hostname": "crabmigrate-test",
-            "mounts": [
-                {"destination": "/proc", "type": "proc", "source": "proc"},
-                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-                {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-                 "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-                 "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-                {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-                 "options": ["nosuid", "noexec", "nodev"]},
-                {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-                 "options": ["nosuid", "noexec", "nodev", "ro"]}
-            ],
-            "linux": {
-                "namespaces": [
-                    {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
-                    {"type": "uts"}, {"type": "mount"}
-                ],
-                "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-                "readonlyPaths": ["/proc/bus", "/proc/sys", "/proc/sysrq-trigger"]
-            }
-        })
+        test_support::busybox::Bundle::default_config(args)
     }
 
     /// Replaces config.json.
     pub fn write_config(&self, config: &serde_json::Value) {
-        std::fs::write(
-            self.dir.path().join("config.json"),
-            serde_json::to_vec_pretty(config).unwrap(),
-        )
-        .unwrap();
+        self.0
+            .write_config(config)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// The bundle directory.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.0.path()
     }
 
     /// The rootfs.
     pub fn rootfs(&self) -> PathBuf {
-        self.dir.path().join("rootfs")
+        self.0.rootfs()
     }
 }
 

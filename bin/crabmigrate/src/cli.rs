@@ -157,6 +157,9 @@ pub enum Command {
     Agent(AgentArgs),
     /// Move a running container or process tree to another host's agent
     Migrate(MigrateArgs),
+    /// List migrations in doubt on this host (the source), and resume or
+    /// discard the stopped workload of one
+    Recover(RecoverArgs),
     /// Receive the pages of a checkpoint sent with --page-server
     PageServer(PageServerArgs),
     /// Serve a lazy restore: fetch pages on demand from a checkpoint's page
@@ -590,9 +593,19 @@ pub struct AgentArgs {
     /// The shared key (see `crabmigrate keygen`)
     #[arg(long, value_name = "FILE")]
     pub key_file: PathBuf,
-    /// Where incoming images are kept during a migration
+    /// Where incoming images are kept during a migration, and received
+    /// bundles live (one agent per directory)
     #[arg(long, value_name = "DIR", default_value = "/var/lib/crabmigrate/agent")]
     pub work_dir: PathBuf,
+    /// A health check sources may name (`migrate --health-check NAME`):
+    /// COMMAND runs with `sh -c` once the workload runs here, with
+    /// CRABMIGRATE_PID set to its pid; the migration commits only if it
+    /// exits 0 within 10 s (repeatable)
+    #[arg(long, value_name = "NAME=COMMAND")]
+    pub health_check: Vec<String>,
+    /// Migrations at once; more are refused with a reason
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_sessions: u32,
 }
 
 #[derive(Debug, Args)]
@@ -629,15 +642,17 @@ pub struct MigrateArgs {
     /// Keep established TCP connections
     #[arg(long)]
     pub tcp_established: bool,
-    /// Run this command (sh -c) on the destination once the workload runs
-    /// there; commit only if it succeeds within 10 s, else roll back
-    #[arg(long, value_name = "CMD", conflicts_with = "health_tcp")]
-    pub health_cmd: Option<String>,
+    /// Run the destination agent's health check NAME (its `--health-check
+    /// NAME=COMMAND`) once the workload runs there; commit only if it
+    /// passes within 10 s, else roll back
+    #[arg(long, value_name = "NAME", conflicts_with = "health_tcp")]
+    pub health_check: Option<String>,
     /// Commit only if this TCP port on the destination's loopback accepts
     /// within 10 s, else roll back
     #[arg(long, value_name = "PORT")]
     pub health_tcp: Option<u16>,
-    /// Where the source keeps its images during the migration
+    /// Where the source keeps its images during the migration, and its
+    /// in-doubt records (see `recover`)
     #[arg(
         long,
         value_name = "DIR",
@@ -651,6 +666,28 @@ pub struct MigrateArgs {
     /// where a --json report then follows as the last line)
     #[arg(long, value_name = "FILE|-")]
     pub events: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// The migrate work directory holding the records
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/crabmigrate/migrate"
+    )]
+    pub work_dir: PathBuf,
+    /// Resume the stopped source of this migration (the destination does
+    /// not run the workload)
+    #[arg(long, value_name = "SESSION", conflicts_with = "discard")]
+    pub resume: Option<String>,
+    /// Discard the stopped source of this migration (the destination runs
+    /// the workload)
+    #[arg(long, value_name = "SESSION")]
+    pub discard: Option<String>,
+    /// Print the list as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -35,12 +35,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use crabmigrate_migrate::channel::{SecureChannel, SecureReceiver, SecureSender};
+use crabmigrate_migrate::channel::SecureChannel;
 use crabmigrate_migrate::chunks::{self, ChunkSender, ChunkStore, HashedFile, RoundSent};
 use crabmigrate_migrate::key::Key;
-use crabmigrate_migrate::transfer::{self, Meter};
+use crabmigrate_migrate::meter::Meter;
+use crabmigrate_migrate::protocol::{MessageReceiver, MessageSender};
+use crabmigrate_migrate::transfer;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::runtime::Runtime;
 
 use crate::migration::{field, not_built, Lab, Migration};
@@ -353,9 +355,9 @@ fn one_pair(
 }
 
 /// The source's end of the channel: its writes are counted.
-type Tx = SecureSender<WriteHalf<Counted>>;
+type Tx = MessageSender;
 /// The destination's end.
-type Rx = SecureReceiver<ReadHalf<DuplexStream>>;
+type Rx = MessageReceiver;
 
 /// A channel over an in-memory stream (handshake done); the counter holds
 /// the bytes the source wrote after the handshake.
@@ -367,15 +369,18 @@ async fn channel(key: &Key) -> anyhow::Result<((Tx, Rx), Arc<AtomicU64>)> {
         written: Arc::clone(&written),
     };
     let (source, dest) = tokio::join!(
-        SecureChannel::connect(counted, key),
-        SecureChannel::accept(b, key)
+        SecureChannel::connect(Box::new(counted), key, 0),
+        SecureChannel::accept(Box::new(b), key, 0)
     );
     // The halves not kept are dropped: when one side drops its kept half,
     // the other side's reads or writes fail instead of waiting.
     let (tx, _) = source.context("the channel handshake (source)")?.split();
     let (_, rx) = dest.context("the channel handshake (destination)")?.split();
     written.store(0, Ordering::Relaxed);
-    Ok(((tx, rx), written))
+    Ok((
+        (MessageSender::new(tx), MessageReceiver::new(rx, LIMIT)),
+        written,
+    ))
 }
 
 /// One round of [`ChunkSender::send`] against [`chunks::recv_round`] in
@@ -393,7 +398,7 @@ async fn round(
     let out = last.map(Path::to_path_buf);
     // On an error the task ends and drops `rx`, so the sender stops too.
     let mut receiver = tokio::spawn(async move {
-        let got = chunks::recv_round(&mut rx, &mut store, out.as_deref()).await;
+        let got = chunks::recv_round(&mut rx, &mut store, out.as_deref(), 100_000).await;
         got.map(|_| (rx, store))
     });
     let meter = Meter::default();
@@ -436,9 +441,14 @@ fn full_copy(rt: &Runtime, key: &Key, src: &Path, dst: &Path) -> anyhow::Result<
         let out = dst.to_path_buf();
         let started = Instant::now();
         let mut receiver =
-            tokio::spawn(async move { transfer::recv_dir(&mut rx, &out).await.map(|_| ()) });
-        let sent =
-            tokio::time::timeout(LIMIT, transfer::send_dir(&mut tx, src, |_: &str| false)).await;
+            tokio::spawn(
+                async move { transfer::recv_dir(&mut rx, &out, 100_000).await.map(|_| ()) },
+            );
+        let sent = tokio::time::timeout(
+            LIMIT,
+            transfer::send_dir(&mut tx, src, |_: &str| false, &Meter::default()),
+        )
+        .await;
         let sent = match sent {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => {

@@ -10,7 +10,6 @@
 mod container;
 mod dedup;
 mod migration;
-mod netns;
 mod plot;
 mod proc;
 mod report;
@@ -21,6 +20,8 @@ mod wrapper;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+/// Namespace hosts, shared with the integration tests.
+use test_support::netns;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;

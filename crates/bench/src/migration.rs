@@ -74,7 +74,11 @@ impl Lab {
             .arg(&ctx.criu)
             .args(["--log-level", "info", "--root"])
             .arg(ctx.tmp_dir(&format!("agent-root-{tag}"))?)
-            .args(["agent", "--listen", &format!("{}:{PORT}", hosts.dst_addr)])
+            .args([
+                "agent",
+                "--listen",
+                &format!("{}:{PORT}", hosts.veth.b_addr),
+            ])
             .arg("--key-file")
             .arg(&key)
             .arg("--work-dir")
@@ -99,7 +103,7 @@ impl Lab {
 
     /// The agent's address.
     pub fn addr(&self) -> String {
-        format!("{}:{PORT}", self.hosts.dst_addr)
+        format!("{}:{PORT}", self.hosts.veth.b_addr)
     }
 
     /// The last lines of the agent's log.

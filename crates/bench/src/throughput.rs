@@ -191,7 +191,7 @@ fn prepare_source(path: &Path, n: u64) -> anyhow::Result<()> {
 /// returns the time from connecting to the last byte written.
 fn raw_copy(lab: &Lab, source: &Path, sink: &Path) -> anyhow::Result<Duration> {
     let _ = std::fs::remove_file(sink);
-    let addr = format!("{}:{RAW_PORT}", lab.hosts.dst_addr);
+    let addr = format!("{}:{RAW_PORT}", lab.hosts.veth.b_addr);
     let (ready_tx, ready_rx) = mpsc::channel::<std::io::Result<()>>();
     let listen = addr.clone();
     let sink_path = sink.to_path_buf();

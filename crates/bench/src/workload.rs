@@ -54,37 +54,18 @@ pub enum WorkloadError {
     NoRoot(u32),
 }
 
-/// Copies the workload binary to `dir` and returns the copy.
+/// Copies the workload binary into a new directory under `dir` and
+/// returns the copy.
 pub fn private_copy(built: &Path, dir: &Path) -> Result<PathBuf, WorkloadError> {
-    let copy = dir.join("crabmigrate-workload");
-    std::fs::copy(built, &copy).map_err(|source| WorkloadError::Copy {
-        from: built.to_path_buf(),
-        to: copy.clone(),
-        source,
-    })?;
-    Ok(copy)
+    test_support::workload::private_copy(built, dir).map_err(|e| WorkloadError::Copy {
+        from: e.from,
+        to: e.to,
+        source: e.source,
+    })
 }
 
 /// One state line: `COUNTER CHECKSUM PID`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tick {
-    /// The counter.
-    pub counter: u64,
-    /// The checksum of the held memory.
-    pub checksum: String,
-}
-
-impl Tick {
-    /// Reads the state file.
-    pub fn read(path: &Path) -> Option<Self> {
-        let text = std::fs::read_to_string(path).ok()?;
-        let mut parts = text.split_whitespace();
-        Some(Self {
-            counter: parts.next()?.parse().ok()?,
-            checksum: parts.next()?.to_owned(),
-        })
-    }
-}
+pub use test_support::workload::Tick;
 
 /// A running workload: `outer` is the `unshare` (our child), `root` the
 /// pid-1 process of its namespace (the tree to dump).

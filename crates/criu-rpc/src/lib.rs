@@ -78,7 +78,7 @@ pub use external::{ExternalError, Side as ExternalSide};
 pub use failure::KnownFailure;
 pub use features::Features;
 pub use images_requests::ImagesRequestError;
-pub use launcher::{ExecLauncher, LaunchSpec, Launcher, PassFd};
+pub use launcher::{ExecLauncher, IsolatedLauncher, LaunchSpec, Launcher, PassFd};
 pub use notify::{Notification, Notify, NotifyError, NotifyResult, Recorder};
 pub use options::{
     CgroupMode, Cgroups, Common, DumpOptions, DumpRequest, External, Gate, ImagesRequest,

@@ -56,7 +56,16 @@ pub fn export_config(bundle_dir: &Path, shared: bool, out: &Path) -> Result<Path
 /// Archives `rootfs` into `tar`: files, links and special files as they
 /// are, symbolic links not followed. Blocking.
 pub fn archive_rootfs(rootfs: &Path, tar: &Path) -> Result<u64, BundleError> {
-    let file = std::fs::File::create(tar).map_err(io("create", tar))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // 0600: the archive holds the container's files, readable by no one
+    // else on this host.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(tar)
+        .map_err(io("create", tar))?;
     let mut builder = ::tar::Builder::new(std::io::BufWriter::new(file));
     builder.follow_symlinks(false);
     builder.mode(::tar::HeaderMode::Complete);
@@ -140,6 +149,11 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", root.join("outside")).unwrap();
         let tar = src.path().join(ROOTFS_TAR);
         archive_rootfs(&root, &tar).unwrap();
+        assert_eq!(
+            std::fs::metadata(&tar).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "the archive is private"
+        );
 
         let dst = tempfile::tempdir().unwrap();
         let out = dst.path().join("rootfs");

@@ -1,27 +1,32 @@
-//! An authenticated, encrypted channel between the two hosts:
-//! Noise `NNpsk0` (X25519, AES-256-GCM, BLAKE2s) keyed by the shared
-//! migration key, over any byte stream (TCP in practice).
+//! An authenticated, encrypted channel of byte frames between the two
+//! hosts: Noise `NNpsk0` (X25519, AES-256-GCM, BLAKE2s) keyed by the shared
+//! migration key, over any byte stream (TCP in practice, an in-memory
+//! duplex in tests).
 //!
 //! ```text
 //! initiator (source)                         responder (destination agent)
+//!   -> "crabmigrate\0" + version (plain)     a peer that is not crabmigrate,
+//!   <- "crabmigrate\0" + version (plain)     or of another protocol version,
+//!                                            is told apart here, by name
 //!   -> e, psk  + payload "crabmigrate/1"     decrypts with the key: a peer
-//!                                            with another key, or garbage,
-//!                                            fails here; nothing is accepted
+//!                                            with another key fails here;
+//!                                            nothing is accepted
 //!   <- e, ee   + payload "crabmigrate/1"
 //!   == transport: frames of u16 length + ciphertext (<= 65535 bytes) ==
 //! ```
 //!
-//! The pre-shared key is mixed in before anything is sent, so both sides
-//! prove they hold it before a single byte of images is accepted, and the
-//! ephemeral keys give every migration fresh session keys.
+//! The channel knows frames only; the messages they carry are
+//! [`crate::protocol`]'s. The pre-shared key is mixed in before anything is
+//! sent, so both sides prove they hold it before a single byte of images is
+//! accepted, and the ephemeral keys give every migration fresh session
+//! keys. Every receive can carry a deadline ([`SecureReceiver::set_deadline`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::key::Key;
-use crate::protocol::{Body, Envelope, ProtocolError};
 
 /// The Noise protocol name. AES-GCM through ring (AES-NI) carries about
 /// 4x the bytes per core of ChaCha20-Poly1305 on the project's machines
@@ -31,33 +36,52 @@ const NOISE: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
 /// Bound into the handshake: a peer of another protocol fails it.
 const PROLOGUE: &[u8] = b"crabmigrate migration channel";
 /// The handshake payload both sides send and check.
-const GREETING: &[u8] = b"crabmigrate/1";
+const PAYLOAD: &[u8] = b"crabmigrate/1";
+/// The plain greeting's fixed start; the protocol version follows it.
+const MAGIC: &[u8; 12] = b"crabmigrate\0";
+/// The greeting: [`MAGIC`] and a big-endian u32 version.
+const GREETING_LEN: usize = MAGIC.len() + 4;
 /// Noise's largest message.
 const MAX_FRAME: usize = 65_535;
 /// Noise's authentication tag.
 const TAG: usize = 16;
 /// The most plaintext one frame carries.
 pub const MAX_PLAINTEXT: usize = MAX_FRAME - TAG;
-/// How long the handshake may take.
+/// How long the greeting and the handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Any byte stream a channel can run over.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// A boxed byte stream: TCP between hosts, a duplex in tests.
+pub type BoxStream = Box<dyn Stream>;
 
 /// Why the channel failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
-    #[error("the peer could not be authenticated: it holds another key or does not speak the crabmigrate protocol")]
+    #[error("the peer could not be authenticated: it holds another key")]
     Authentication,
-    #[error("the agent hung up during the handshake: it holds another key or does not speak the crabmigrate protocol; use the same key file on both hosts")]
+    #[error("the agent hung up during the handshake: it holds another key; use the same key file on both hosts")]
     Rejected,
+    #[error("the peer does not speak the crabmigrate protocol (no crabmigrate greeting); check the address, and run the same crabmigrate release on both hosts")]
+    NotCrabmigrate,
+    #[error("the peer closed the connection before its greeting: it is not a crabmigrate agent, or it refuses more connections from this address")]
+    HungUp,
+    #[error("the peer speaks migration protocol version {theirs}, this host {ours}; run the same crabmigrate release on both hosts")]
+    Version { ours: u32, theirs: u32 },
     #[error("the peer did not complete the handshake within {0:?}")]
     HandshakeTimeout(Duration),
+    #[error("the peer sent nothing for {0:?}")]
+    Idle(Duration),
     #[error("the connection was closed by the peer")]
     Closed,
     #[error("the connection failed")]
     Io(#[source] std::io::Error),
     #[error("a frame failed to decrypt: the data was altered in transit")]
     Tampered,
-    #[error(transparent)]
-    Protocol(#[from] ProtocolError),
+    #[error("a frame of {0} bytes is larger than the limit of {MAX_PLAINTEXT}")]
+    TooLarge(usize),
     #[error("the Noise library failed")]
     Noise(#[source] snow::Error),
 }
@@ -71,8 +95,8 @@ fn io(e: std::io::Error) -> ChannelError {
 
 /// An established channel. [`SecureChannel::split`] gives independent
 /// sending and receiving halves, for streams that flow both ways at once.
-pub struct SecureChannel<S> {
-    stream: S,
+pub struct SecureChannel {
+    stream: BoxStream,
     sender: Cipher,
     receiver: Cipher,
 }
@@ -87,6 +111,9 @@ struct Cipher {
 
 impl Cipher {
     fn seal(&mut self, plain: &[u8]) -> Result<&[u8], ChannelError> {
+        if plain.len() > MAX_PLAINTEXT {
+            return Err(ChannelError::TooLarge(plain.len()));
+        }
         let n = self
             .noise
             .write_message(self.nonce, plain, &mut self.frame)
@@ -98,8 +125,14 @@ impl Cipher {
     async fn open<R: AsyncRead + Unpin>(
         &mut self,
         stream: &mut R,
+        deadline: Option<Duration>,
     ) -> Result<Vec<u8>, ChannelError> {
-        let len = read_frame(stream, &mut self.frame).await?;
+        let len = match deadline {
+            Some(limit) => tokio::time::timeout(limit, read_frame(stream, &mut self.frame))
+                .await
+                .map_err(|_| ChannelError::Idle(limit))??,
+            None => read_frame(stream, &mut self.frame).await?,
+        };
         let mut plain = vec![0u8; len];
         let n = self
             .noise
@@ -112,43 +145,50 @@ impl Cipher {
 }
 
 /// The sending half of a split channel.
-pub struct SecureSender<W> {
-    stream: W,
+pub struct SecureSender {
+    stream: WriteHalf<BoxStream>,
     cipher: Cipher,
 }
 
 /// The receiving half of a split channel.
-pub struct SecureReceiver<R> {
-    stream: R,
+pub struct SecureReceiver {
+    stream: ReadHalf<BoxStream>,
     cipher: Cipher,
+    deadline: Option<Duration>,
 }
 
-impl<W> std::fmt::Debug for SecureSender<W> {
+impl std::fmt::Debug for SecureSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SecureSender")
     }
 }
 
-impl<R> std::fmt::Debug for SecureReceiver<R> {
+impl std::fmt::Debug for SecureReceiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecureReceiver")
+        f.debug_struct("SecureReceiver")
+            .field("deadline", &self.deadline)
+            .finish()
     }
 }
 
-impl<W: AsyncWrite + Unpin> SecureSender<W> {
-    /// Sends one protocol message.
-    pub async fn send(&mut self, message: &Envelope) -> Result<(), ChannelError> {
-        let plain = message.encode_checked()?;
-        let frame = self.cipher.seal(&plain)?;
+impl std::fmt::Debug for SecureChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecureChannel")
+    }
+}
+
+impl SecureSender {
+    /// Sends one frame of at most [`MAX_PLAINTEXT`] bytes.
+    pub async fn send_frame(&mut self, plain: &[u8]) -> Result<(), ChannelError> {
+        let frame = self.cipher.seal(plain)?;
         write_frame(&mut self.stream, frame).await
     }
 
-    /// Sends raw bytes, in frames (never an empty one: see
-    /// [`SecureSender::send_end`]).
+    /// Sends raw bytes in as many frames as they need (never an empty one:
+    /// see [`SecureSender::send_end`]).
     pub async fn send_bytes(&mut self, data: &[u8]) -> Result<(), ChannelError> {
         for chunk in data.chunks(MAX_PLAINTEXT) {
-            let frame = self.cipher.seal(chunk)?;
-            write_frame(&mut self.stream, frame).await?;
+            self.send_frame(chunk).await?;
         }
         Ok(())
     }
@@ -157,8 +197,7 @@ impl<W: AsyncWrite + Unpin> SecureSender<W> {
     /// frame. A peer that reads end of stream without it knows the stream
     /// broke (a crash and a finished stream look alike in TCP).
     pub async fn send_end(&mut self) -> Result<(), ChannelError> {
-        let frame = self.cipher.seal(&[])?;
-        write_frame(&mut self.stream, frame).await
+        self.send_frame(&[]).await
     }
 
     /// Shuts the sending side down: the peer reads end of stream.
@@ -167,42 +206,117 @@ impl<W: AsyncWrite + Unpin> SecureSender<W> {
     }
 }
 
-impl<R: AsyncRead + Unpin> SecureReceiver<R> {
-    /// Receives one protocol message.
-    pub async fn recv(&mut self) -> Result<Body, ChannelError> {
-        let plain = self.cipher.open(&mut self.stream).await?;
-        Ok(Envelope::decode_checked(&plain)?)
+impl SecureReceiver {
+    /// Receives one frame; [`ChannelError::Closed`] at the end of the
+    /// stream, [`ChannelError::Idle`] past the deadline. An empty frame is
+    /// the sender's [`SecureSender::send_end`].
+    pub async fn recv_frame(&mut self) -> Result<Vec<u8>, ChannelError> {
+        self.cipher.open(&mut self.stream, self.deadline).await
     }
 
-    /// Receives one frame of raw bytes; [`ChannelError::Closed`] at the end.
-    /// An empty frame is the sender's [`SecureSender::send_end`].
-    pub async fn recv_bytes(&mut self) -> Result<Vec<u8>, ChannelError> {
-        self.cipher.open(&mut self.stream).await
+    /// [`SecureReceiver::recv_frame`] with another deadline for this once.
+    pub async fn recv_frame_within(
+        &mut self,
+        deadline: Option<Duration>,
+    ) -> Result<Vec<u8>, ChannelError> {
+        self.cipher.open(&mut self.stream, deadline).await
+    }
+
+    /// How long a receive may wait for a frame (`None`: forever).
+    pub fn set_deadline(&mut self, deadline: Option<Duration>) {
+        self.deadline = deadline;
+    }
+
+    /// The current deadline.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
     }
 }
 
-impl<S> std::fmt::Debug for SecureChannel<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecureChannel")
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
-    /// Opens the channel as the initiator (the migrating source).
-    pub async fn connect(stream: S, key: &Key) -> Result<Self, ChannelError> {
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::handshake(stream, key, true))
-            .await
-            .map_err(|_| ChannelError::HandshakeTimeout(HANDSHAKE_TIMEOUT))?
+impl SecureChannel {
+    /// Opens the channel as the initiator (the migrating source), speaking
+    /// protocol `version`.
+    pub async fn connect(stream: BoxStream, key: &Key, version: u32) -> Result<Self, ChannelError> {
+        tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            Self::handshake(stream, key, version, true),
+        )
+        .await
+        .map_err(|_| ChannelError::HandshakeTimeout(HANDSHAKE_TIMEOUT))?
     }
 
     /// Accepts the channel as the responder (the destination agent).
-    pub async fn accept(stream: S, key: &Key) -> Result<Self, ChannelError> {
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::handshake(stream, key, false))
-            .await
-            .map_err(|_| ChannelError::HandshakeTimeout(HANDSHAKE_TIMEOUT))?
+    pub async fn accept(stream: BoxStream, key: &Key, version: u32) -> Result<Self, ChannelError> {
+        tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            Self::handshake(stream, key, version, false),
+        )
+        .await
+        .map_err(|_| ChannelError::HandshakeTimeout(HANDSHAKE_TIMEOUT))?
     }
 
-    async fn handshake(mut stream: S, key: &Key, initiator: bool) -> Result<Self, ChannelError> {
+    /// The plain greeting: the initiator speaks first, the responder always
+    /// answers with its own version (so a mismatch is named on both sides)
+    /// unless the initiator is not crabmigrate at all.
+    async fn greet(
+        stream: &mut BoxStream,
+        version: u32,
+        initiator: bool,
+    ) -> Result<(), ChannelError> {
+        let mut ours = [0u8; GREETING_LEN];
+        ours[..MAGIC.len()].copy_from_slice(MAGIC);
+        ours[MAGIC.len()..].copy_from_slice(&version.to_be_bytes());
+        if initiator {
+            write_all(stream, &ours).await.map_err(|e| match e {
+                ChannelError::Closed => ChannelError::HungUp,
+                ChannelError::Io(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    ChannelError::HungUp
+                }
+                other => other,
+            })?;
+        }
+        let mut theirs = [0u8; GREETING_LEN];
+        stream
+            .read_exact(&mut theirs)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                    if initiator =>
+                {
+                    ChannelError::HungUp
+                }
+                _ => io(e),
+            })?;
+        if &theirs[..MAGIC.len()] != MAGIC {
+            return Err(ChannelError::NotCrabmigrate);
+        }
+        if !initiator {
+            write_all(stream, &ours).await?;
+        }
+        let mut number = [0u8; 4];
+        number.copy_from_slice(&theirs[MAGIC.len()..]);
+        let theirs = u32::from_be_bytes(number);
+        if theirs != version {
+            return Err(ChannelError::Version {
+                ours: version,
+                theirs,
+            });
+        }
+        Ok(())
+    }
+
+    async fn handshake(
+        mut stream: BoxStream,
+        key: &Key,
+        version: u32,
+        initiator: bool,
+    ) -> Result<Self, ChannelError> {
+        Self::greet(&mut stream, version, initiator).await?;
         let params = NOISE.parse().map_err(ChannelError::Noise)?;
         let builder = snow::Builder::new(params)
             .prologue(PROLOGUE)
@@ -221,7 +335,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
             let our_turn = (step == 0) == initiator;
             if our_turn {
                 let n = hs
-                    .write_message(GREETING, &mut frame)
+                    .write_message(PAYLOAD, &mut frame)
                     .map_err(ChannelError::Noise)?;
                 write_frame(&mut stream, &frame[..n]).await?;
             } else {
@@ -241,7 +355,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
                 let n = hs
                     .read_message(&frame[..len], &mut payload)
                     .map_err(|_| ChannelError::Authentication)?;
-                if &payload[..n] != GREETING {
+                if &payload[..n] != PAYLOAD {
                     return Err(ChannelError::Authentication);
                 }
             }
@@ -255,7 +369,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
             nonce: 0,
             frame: vec![0u8; MAX_FRAME],
         };
-        drop(frame);
         Ok(Self {
             stream,
             sender: cipher(&noise),
@@ -263,13 +376,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
         })
     }
 
-    /// Splits into halves that can be used from two tasks at once.
-    pub fn split(
-        self,
-    ) -> (
-        SecureSender<tokio::io::WriteHalf<S>>,
-        SecureReceiver<tokio::io::ReadHalf<S>>,
-    ) {
+    /// Splits into halves that can be used from two tasks at once; the
+    /// receiving half has no deadline until one is set.
+    pub fn split(self) -> (SecureSender, SecureReceiver) {
         let (read, write) = tokio::io::split(self.stream);
         (
             SecureSender {
@@ -279,42 +388,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
             SecureReceiver {
                 stream: read,
                 cipher: self.receiver,
+                deadline: None,
             },
         )
     }
 
-    /// Sends one protocol message.
-    pub async fn send(&mut self, message: &Envelope) -> Result<(), ChannelError> {
-        let plain = message.encode_checked()?;
-        self.send_frame(&plain).await
-    }
-
-    /// Receives one protocol message.
-    pub async fn recv(&mut self) -> Result<Body, ChannelError> {
-        let plain = self.recv_frame().await?;
-        Ok(Envelope::decode_checked(&plain)?)
-    }
-
-    /// Sends raw bytes (a byte stream carried over the channel), in frames.
-    pub async fn send_bytes(&mut self, data: &[u8]) -> Result<(), ChannelError> {
-        for chunk in data.chunks(MAX_PLAINTEXT) {
-            self.send_frame(chunk).await?;
-        }
-        Ok(())
-    }
-
-    /// Receives one frame of raw bytes.
-    pub async fn recv_bytes(&mut self) -> Result<Vec<u8>, ChannelError> {
-        self.recv_frame().await
-    }
-
-    async fn send_frame(&mut self, plain: &[u8]) -> Result<(), ChannelError> {
+    /// Sends one frame.
+    pub async fn send_frame(&mut self, plain: &[u8]) -> Result<(), ChannelError> {
         let frame = self.sender.seal(plain)?;
         write_frame(&mut self.stream, frame).await
     }
 
-    async fn recv_frame(&mut self) -> Result<Vec<u8>, ChannelError> {
-        self.receiver.open(&mut self.stream).await
+    /// Receives one frame within `deadline` (`None`: no limit).
+    pub async fn recv_frame(
+        &mut self,
+        deadline: Option<Duration>,
+    ) -> Result<Vec<u8>, ChannelError> {
+        self.receiver.open(&mut self.stream, deadline).await
     }
 
     /// Flushes and shuts down the sending side.
@@ -323,19 +413,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
     }
 }
 
+async fn write_all<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+) -> Result<(), ChannelError> {
+    stream.write_all(bytes).await.map_err(io)?;
+    stream.flush().await.map_err(io)
+}
+
 async fn write_frame<S: AsyncWrite + Unpin>(
     stream: &mut S,
     frame: &[u8],
 ) -> Result<(), ChannelError> {
-    let len = u16::try_from(frame.len())
-        .map_err(|_| ChannelError::Protocol(ProtocolError::TooLarge(frame.len())))?;
+    let len = u16::try_from(frame.len()).map_err(|_| ChannelError::TooLarge(frame.len()))?;
     // One write per frame: a separate length write would meet Nagle's
     // algorithm and the peer's delayed ACK on every frame.
     let mut wire = Vec::with_capacity(2 + frame.len());
     wire.extend_from_slice(&len.to_be_bytes());
     wire.extend_from_slice(frame);
-    stream.write_all(&wire).await.map_err(io)?;
-    stream.flush().await.map_err(io)
+    write_all(stream, &wire).await
 }
 
 async fn read_frame<S: AsyncRead + Unpin>(
@@ -345,17 +441,28 @@ async fn read_frame<S: AsyncRead + Unpin>(
     let mut len = [0u8; 2];
     stream.read_exact(&mut len).await.map_err(io)?;
     let len = usize::from(u16::from_be_bytes(len));
-    let frame = buf
-        .get_mut(..len)
-        .ok_or(ChannelError::Protocol(ProtocolError::TooLarge(len)))?;
+    let frame = buf.get_mut(..len).ok_or(ChannelError::TooLarge(len))?;
     stream.read_exact(frame).await.map_err(io)?;
     Ok(len)
+}
+
+/// A connected pair of channels over an in-memory stream (handshake done):
+/// `(initiator, responder)`. For tests and in-process benchmarks.
+pub async fn duplex_pair(
+    key: &Key,
+    buffer: usize,
+) -> Result<(SecureChannel, SecureChannel), ChannelError> {
+    let (a, b) = tokio::io::duplex(buffer);
+    let (a, b) = tokio::join!(
+        SecureChannel::connect(Box::new(a), key, 0),
+        SecureChannel::accept(Box::new(b), key, 0)
+    );
+    Ok((a?, b?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Ack, FileChunk};
 
     fn key(byte: u8) -> Key {
         Key::from_hex(&format!("{byte:02x}").repeat(32)).unwrap()
@@ -363,44 +470,33 @@ mod tests {
 
     #[tokio::test]
     async fn same_key_talks_both_ways() {
-        let (a, b) = tokio::io::duplex(1 << 20);
-        let k = key(1);
-        let k2 = k.clone();
-        let server = tokio::spawn(async move {
-            let mut ch = SecureChannel::accept(b, &k2).await.unwrap();
-            let got = ch.recv().await.unwrap();
-            ch.send(&Envelope::new(Body::Ack(Ack {
-                step: "got it".into(),
-            })))
-            .await
-            .unwrap();
-            let bytes = ch.recv_bytes().await.unwrap();
-            (got, bytes.len())
-        });
-        let mut ch = SecureChannel::connect(a, &k).await.unwrap();
-        let chunk = Envelope::new(Body::FileChunk(FileChunk {
-            path: "core-1.img".into(),
-            offset: 0,
-            data: vec![9; 1000],
-        }));
-        ch.send(&chunk).await.unwrap();
+        let (mut a, mut b) = duplex_pair(&key(1), 1 << 20).await.unwrap();
+        a.send_frame(b"hello").await.unwrap();
+        assert_eq!(b.recv_frame(None).await.unwrap(), b"hello");
+        b.send_frame(b"back").await.unwrap();
+        assert_eq!(a.recv_frame(None).await.unwrap(), b"back");
+        let (mut tx, _) = a.split();
+        tx.send_bytes(&[1; 100_000]).await.unwrap();
+        assert_eq!(b.recv_frame(None).await.unwrap().len(), MAX_PLAINTEXT);
         assert_eq!(
-            ch.recv().await.unwrap(),
-            Body::Ack(Ack {
-                step: "got it".into()
-            })
+            b.recv_frame(None).await.unwrap().len(),
+            100_000 - MAX_PLAINTEXT
         );
-        ch.send_bytes(&[1; 100]).await.unwrap();
-        let (got, n) = server.await.unwrap();
-        assert_eq!(got, chunk.body.unwrap());
-        assert_eq!(n, 100);
+        assert!(matches!(
+            tx.send_frame(&vec![0; MAX_PLAINTEXT + 1]).await,
+            Err(ChannelError::TooLarge(_))
+        ));
     }
 
     #[tokio::test]
     async fn wrong_key_is_refused_at_the_first_message() {
         let (a, b) = tokio::io::duplex(1 << 16);
-        let server = tokio::spawn(async move { SecureChannel::accept(b, &key(2)).await.map(drop) });
-        let client = SecureChannel::connect(a, &key(3)).await;
+        let server = tokio::spawn(async move {
+            SecureChannel::accept(Box::new(b), &key(2), 5)
+                .await
+                .map(drop)
+        });
+        let client = SecureChannel::connect(Box::new(a), &key(3), 5).await;
         let refused = server.await.unwrap();
         assert!(
             matches!(refused, Err(ChannelError::Authentication)),
@@ -411,32 +507,83 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn garbage_peer_is_refused() {
+    async fn another_version_is_named_on_both_sides() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(async move {
+            SecureChannel::accept(Box::new(b), &key(2), 6)
+                .await
+                .map(drop)
+        });
+        let client = SecureChannel::connect(Box::new(a), &key(2), 5).await;
+        let server = server.await.unwrap();
+        assert!(
+            matches!(client, Err(ChannelError::Version { ours: 5, theirs: 6 })),
+            "{client:?}"
+        );
+        assert!(
+            matches!(server, Err(ChannelError::Version { ours: 6, theirs: 5 })),
+            "{server:?}"
+        );
+        let text = client.unwrap_err().to_string();
+        assert!(text.contains("version 6, this host 5"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn garbage_peers_are_refused() {
+        // A client that is not crabmigrate.
         let (mut a, b) = tokio::io::duplex(1 << 16);
-        let server = tokio::spawn(async move { SecureChannel::accept(b, &key(4)).await.map(drop) });
-        // A frame of 32 bytes that is not a Noise message.
-        a.write_all(b"\x00\x20GET / HTTP/1.1\r\nHost: xy\r\n\r\n....")
+        let server = tokio::spawn(async move {
+            SecureChannel::accept(Box::new(b), &key(4), 5)
+                .await
+                .map(drop)
+        });
+        a.write_all(b"GET / HTTP/1.1\r\nHost: xy\r\n\r\n")
             .await
             .unwrap();
         let refused = server.await.unwrap();
         assert!(
-            matches!(refused, Err(ChannelError::Authentication)),
+            matches!(refused, Err(ChannelError::NotCrabmigrate)),
             "{refused:?}"
         );
+        // A server that is not crabmigrate.
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        let junk = tokio::spawn(async move {
+            let _ = b.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n").await;
+            b
+        });
+        let refused = SecureChannel::connect(Box::new(a), &key(4), 5).await;
+        assert!(
+            matches!(refused, Err(ChannelError::NotCrabmigrate)),
+            "{refused:?}"
+        );
+        drop(junk.await);
+        // A server that hangs up at once.
+        let (a, b) = tokio::io::duplex(1 << 16);
+        drop(b);
+        let refused = SecureChannel::connect(Box::new(a), &key(4), 5).await;
+        assert!(matches!(refused, Err(ChannelError::HungUp)), "{refused:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_meets_the_deadline() {
+        let (a, b) = duplex_pair(&key(8), 1 << 16).await.unwrap();
+        let (_tx, mut rx) = b.split();
+        rx.set_deadline(Some(Duration::from_secs(30)));
+        let idle = rx.recv_frame().await;
+        assert!(matches!(idle, Err(ChannelError::Idle(_))), "{idle:?}");
+        drop(a);
     }
 
     #[tokio::test]
     async fn split_halves_carry_both_directions_at_once() {
-        let (a, b) = tokio::io::duplex(1 << 20);
-        let k = key(6);
-        let k2 = k.clone();
+        let (a, b) = duplex_pair(&key(6), 1 << 20).await.unwrap();
         let echo = tokio::spawn(async move {
-            let (mut tx, mut rx) = SecureChannel::accept(b, &k2).await.unwrap().split();
-            while let Ok(bytes) = rx.recv_bytes().await {
+            let (mut tx, mut rx) = b.split();
+            while let Ok(bytes) = rx.recv_frame().await {
                 tx.send_bytes(&bytes).await.unwrap();
             }
         });
-        let (mut tx, mut rx) = SecureChannel::connect(a, &k).await.unwrap().split();
+        let (mut tx, mut rx) = a.split();
         let writer = tokio::spawn(async move {
             for i in 0..50u8 {
                 tx.send_bytes(&vec![i; 70_000]).await.unwrap();
@@ -445,7 +592,7 @@ mod tests {
         });
         let mut total = 0;
         while total < 50 * 70_000 {
-            total += rx.recv_bytes().await.unwrap().len();
+            total += rx.recv_frame().await.unwrap().len();
         }
         writer.await.unwrap();
         assert_eq!(total, 50 * 70_000);
@@ -455,23 +602,13 @@ mod tests {
 
     #[tokio::test]
     async fn altered_frame_is_detected() {
-        let (a, b) = tokio::io::duplex(1 << 16);
-        let k = key(5);
-        let k2 = k.clone();
-        let server = tokio::spawn(async move {
-            let mut ch = SecureChannel::accept(b, &k2).await.unwrap();
-            ch.recv().await.map(drop)
-        });
-        let mut client = SecureChannel::connect(a, &k).await.unwrap();
-        // Encrypt a real message, then flip one bit on the way.
-        let plain = Envelope::new(Body::Ack(Ack { step: "x".into() }))
-            .encode_checked()
-            .unwrap();
-        let mut frame = client.sender.seal(&plain).unwrap().to_vec();
+        let (mut client, mut server) = duplex_pair(&key(5), 1 << 16).await.unwrap();
+        // Encrypt a real frame, then flip one bit on the way.
+        let mut frame = client.sender.seal(b"a message").unwrap().to_vec();
         let last = frame.len() - 1;
         frame[last] ^= 1;
         write_frame(&mut client.stream, &frame).await.unwrap();
-        let result = server.await.unwrap();
+        let result = server.recv_frame(None).await;
         assert!(matches!(result, Err(ChannelError::Tampered)), "{result:?}");
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::transfer::Meter;
+use crate::meter::Meter;
 
 /// One thing that happened, serialized as `{"event": "round", ...}`.
 #[derive(Debug, Clone, Serialize)]
@@ -28,21 +28,23 @@ pub enum Event {
     /// A pre-copy round ended.
     Round {
         round: u32,
-        /// Pages CRIU wrote in this round's dump.
-        pages_written: u64,
+        /// Pages CRIU wrote in this round's dump (absent if CRIU did not
+        /// say).
+        pages_written: Option<u64>,
         /// Bytes of all files of the round.
         bytes_total: u64,
         /// Bytes of new chunks sent (what changed since the last round).
         bytes_sent: u64,
-        /// Bytes the destination still lacks, as far as the source knows:
-        /// what changed during this round is only seen by the next dump.
-        bytes_left: u64,
         ms: f64,
     },
     /// Why pre-copy stopped its rounds.
     Converged { rounds: u32, why: String },
     /// The workload was frozen on the source.
     Frozen,
+    /// The destination restored the workload; the source recorded and
+    /// stopped it and sent Commit. From here on it never resumes by
+    /// itself.
+    Committing,
     /// The destination runs the workload; the source copy is ended.
     CutOver {
         destination_pid: u32,
@@ -52,6 +54,13 @@ pub enum Event {
     LastPage { dependent_ms: f64 },
     /// The migration failed; the workload runs on the source.
     Rollback { cause: String },
+    /// The outcome is unknown: the source is kept stopped; one of the two
+    /// commands ends it.
+    InDoubt {
+        session: String,
+        resume: String,
+        discard: String,
+    },
 }
 
 /// Receives events, with the time since the migration began.

@@ -28,8 +28,8 @@ pub enum ManifestError {
     BadPath(String),
     #[error("the manifest lists {0:?} twice")]
     Duplicate(String),
-    #[error("the manifest lists {0} files, more than {MAX_FILES}")]
-    TooManyFiles(usize),
+    #[error("the transfer holds {0} files or more, over the limit of {1}")]
+    TooManyFiles(usize, usize),
     #[error("{path:?} is declared as {size} bytes, more than the limit")]
     TooLarge { path: String, size: u64 },
     #[error("a chunk for {0:?}, which the manifest does not list")]
@@ -78,7 +78,10 @@ pub fn build(dir: &Path) -> Result<Manifest, ManifestError> {
     let mut entries = Vec::new();
     walk(dir, Path::new(""), &mut entries, true)?;
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Manifest { entries })
+    Ok(Manifest {
+        entries,
+        more: false,
+    })
 }
 
 /// Lists the regular files under `dir` (recursively) with their sizes, as
@@ -116,7 +119,7 @@ fn walk(
                 sha256,
             });
             if out.len() > MAX_FILES {
-                return Err(ManifestError::TooManyFiles(out.len()));
+                return Err(ManifestError::TooManyFiles(out.len(), MAX_FILES));
             }
         } else {
             return Err(ManifestError::NotRegular { path });
@@ -144,8 +147,17 @@ pub fn digest_file(path: &Path) -> Result<(u64, Vec<u8>), ManifestError> {
 
 /// Checks a received manifest before any chunk is accepted.
 pub fn validate(manifest: &Manifest) -> Result<(), ManifestError> {
-    if manifest.entries.len() > MAX_FILES {
-        return Err(ManifestError::TooManyFiles(manifest.entries.len()));
+    validate_within(manifest, MAX_FILES)
+}
+
+/// [`validate`] with a lower limit of files.
+pub fn validate_within(manifest: &Manifest, max_files: usize) -> Result<(), ManifestError> {
+    let max_files = max_files.min(MAX_FILES);
+    if manifest.entries.len() > max_files {
+        return Err(ManifestError::TooManyFiles(
+            manifest.entries.len(),
+            max_files,
+        ));
     }
     let mut seen = std::collections::BTreeSet::new();
     for e in &manifest.entries {
@@ -339,6 +351,7 @@ mod tests {
                     size: 1,
                     sha256: vec![],
                 }],
+                more: false,
             };
             assert!(
                 matches!(validate(&m), Err(ManifestError::BadPath(_))),
@@ -358,6 +371,7 @@ mod tests {
                     sha256: vec![],
                 },
             ],
+            more: false,
         };
         assert!(matches!(validate(&twice), Err(ManifestError::Duplicate(_))));
 
@@ -403,6 +417,7 @@ mod tests {
                 size: 4,
                 sha256: vec![],
             }],
+            more: false,
         };
         let staging = dst.path().join("in");
         let mut rx = Receiver::new(&staging, &manifest).unwrap();

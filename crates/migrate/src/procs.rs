@@ -1,7 +1,35 @@
 //! Process trees from /proc.
 
-/// `root` and all its descendants (parents before children).
+/// `root` and all its descendants (parents before children), from each
+/// task's `children` file (a few reads for a small tree, wherever many
+/// other processes run); without those files, from a scan of /proc.
 pub fn tree(root: u32) -> Vec<u32> {
+    if !std::path::Path::new(&format!("/proc/{root}/task/{root}/children")).exists() {
+        return scanned(root);
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let pid = out[i];
+        // A child forked by another thread is listed under that thread.
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let children =
+                    std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+                out.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// [`tree`] from a scan of every process's parent.
+fn scanned(root: u32) -> Vec<u32> {
     let mut parent_of = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
@@ -42,16 +70,6 @@ fn ppid(pid: u32) -> Option<u32> {
         .ok()
 }
 
-/// SIGKILLs `root` and every descendant.
-pub fn kill_tree(root: u32) {
-    for pid in tree(root) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,7 +83,13 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(200));
         let tree = tree(child.id());
         assert!(tree.len() >= 2, "sh and its sleep: {tree:?}");
-        kill_tree(child.id());
+        assert_eq!(scanned(child.id()), tree, "both ways agree");
+        for pid in tree.iter().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = child.wait();
     }
 }

@@ -1,60 +1,106 @@
-//! Moving files and byte streams over the secure channel.
+//! Moving files and byte streams over the secure channel: a directory as
+//! a manifest (in parts) and file chunks, checked on arrival; CRIU's page
+//! traffic carried both ways between a local socket and a data channel.
 
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::channel::{ChannelError, SecureChannel, SecureReceiver, SecureSender};
+use crate::channel::{ChannelError, SecureChannel};
 use crate::manifest::{self, ManifestError, Receiver};
-use crate::protocol::{Body, Envelope, ProtocolError, MAX_CHUNK};
+use crate::meter::Meter;
+use crate::protocol::{
+    Body, FileChunk, Manifest, ManifestEntry, MessageReceiver, MessageSender, ProtocolError, Step,
+    MANIFEST_PART, MAX_CHUNK,
+};
 
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
     #[error(transparent)]
-    Channel(#[from] ChannelError),
+    Protocol(#[from] ProtocolError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    #[error("the peer aborted: {0}")]
+    #[error("the peer gave up: {0}")]
     Aborted(String),
-    #[error("the peer refused: {0}")]
-    Refused(String),
-    #[error(transparent)]
-    Protocol(#[from] ProtocolError),
     #[error("the local end of a stream failed")]
     Local(#[source] std::io::Error),
-    #[error(transparent)]
-    Chunks(#[from] crate::chunks::ChunkError),
 }
 
-/// Counts bytes as they go, for progress reports read from another task.
-#[derive(Debug, Clone, Default)]
-pub struct Meter(std::sync::Arc<std::sync::atomic::AtomicU64>);
-
-impl Meter {
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+impl From<ChannelError> for TransferError {
+    fn from(e: ChannelError) -> Self {
+        Self::Protocol(e.into())
     }
+}
 
-    pub fn get(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+/// The error for `got` where `expected` was due (an Abort says why).
+pub fn unexpected(expected: &'static str, got: Body) -> TransferError {
+    match got {
+        Body::Abort(a) => TransferError::Aborted(a.cause),
+        other => ProtocolError::Unexpected {
+            expected,
+            got: other.name(),
+        }
+        .into(),
     }
+}
+
+/// Sends a manifest's entries in parts of [`MANIFEST_PART`].
+pub async fn send_manifest(
+    tx: &mut MessageSender,
+    entries: &[ManifestEntry],
+) -> Result<(), ProtocolError> {
+    let mut parts = entries.chunks(MANIFEST_PART).peekable();
+    if parts.peek().is_none() {
+        return tx
+            .send(Body::Manifest(Manifest {
+                entries: Vec::new(),
+                more: false,
+            }))
+            .await;
+    }
+    while let Some(part) = parts.next() {
+        tx.send(Body::Manifest(Manifest {
+            entries: part.to_vec(),
+            more: parts.peek().is_some(),
+        }))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Receives the rest of a manifest whose first part is `first`, refusing
+/// more than `max_files` entries as soon as they arrive.
+pub async fn recv_manifest(
+    rx: &mut MessageReceiver,
+    first: Manifest,
+    max_files: usize,
+) -> Result<Manifest, TransferError> {
+    let mut manifest = first;
+    let limit = max_files.min(manifest::MAX_FILES);
+    while manifest.more {
+        if manifest.entries.len() > limit {
+            break;
+        }
+        match rx.recv().await? {
+            Body::Manifest(part) => {
+                manifest.entries.extend(part.entries);
+                manifest.more = part.more;
+            }
+            other => return Err(unexpected("Manifest", other)),
+        }
+    }
+    manifest.more = false;
+    manifest::validate_within(&manifest, limit)?;
+    Ok(manifest)
 }
 
 /// Sends every regular file under `dir` (skipping names `skip` rejects):
-/// the manifest first, then the chunks. Returns the bytes of content sent.
-pub async fn send_dir<W: AsyncWrite + Unpin>(
-    tx: &mut SecureSender<W>,
-    dir: &Path,
-    skip: impl Fn(&str) -> bool,
-) -> Result<u64, TransferError> {
-    send_dir_metered(tx, dir, skip, &Meter::default()).await
-}
-
-/// [`send_dir`], counting the content bytes in `meter` as they go.
-pub async fn send_dir_metered<W: AsyncWrite + Unpin>(
-    tx: &mut SecureSender<W>,
+/// the manifest first, then the chunks, then an Ack of [`Step::Files`].
+/// Returns the bytes of content sent; `meter` counts them as they go.
+pub async fn send_dir(
+    tx: &mut MessageSender,
     dir: &Path,
     skip: impl Fn(&str) -> bool,
     meter: &Meter,
@@ -64,8 +110,7 @@ pub async fn send_dir_metered<W: AsyncWrite + Unpin>(
         .await
         .map_err(|e| TransferError::Local(std::io::Error::other(e)))??;
     manifest.entries.retain(|e| !skip(&e.path));
-    tx.send(&Envelope::new(Body::Manifest(manifest.clone())))
-        .await?;
+    send_manifest(tx, &manifest.entries).await?;
     let mut sent = 0u64;
     let mut buf = vec![0u8; MAX_CHUNK];
     for entry in &manifest.entries {
@@ -79,56 +124,50 @@ pub async fn send_dir_metered<W: AsyncWrite + Unpin>(
             if n == 0 {
                 break;
             }
-            tx.send(&Envelope::new(Body::FileChunk(
-                crate::protocol::FileChunk {
-                    path: entry.path.clone(),
-                    offset,
-                    data: buf[..n].to_vec(),
-                },
-            )))
+            tx.send(Body::FileChunk(FileChunk {
+                path: entry.path.clone(),
+                offset,
+                data: buf[..n].to_vec(),
+            }))
             .await?;
             offset += n as u64;
             sent += n as u64;
             meter.add(n as u64);
         }
     }
-    tx.send(&Envelope::new(Body::Ack(crate::protocol::Ack {
-        step: "files sent".into(),
-    })))
-    .await?;
+    tx.send(crate::protocol::Ack::of(Step::Files)).await?;
     Ok(sent)
 }
 
-/// Receives what [`send_dir`] sends into `dir`, checking every chunk
-/// against the manifest and every digest at the end.
-pub async fn recv_dir<R: AsyncRead + Unpin>(
-    rx: &mut SecureReceiver<R>,
+/// Receives what [`send_dir`] sends into `dir`, refusing more than
+/// `max_files` files, checking every chunk against the manifest and every
+/// digest at the end.
+pub async fn recv_dir(
+    rx: &mut MessageReceiver,
     dir: &Path,
+    max_files: usize,
 ) -> Result<PathBuf, TransferError> {
-    let manifest = match rx.recv().await? {
+    let first = match rx.recv().await? {
         Body::Manifest(m) => m,
-        Body::Abort(a) => return Err(TransferError::Aborted(a.cause)),
-        other => {
-            return Err(ProtocolError::Unexpected {
-                expected: "Manifest",
-                got: other.name(),
-            }
-            .into())
-        }
+        other => return Err(unexpected("Manifest", other)),
     };
+    recv_dir_from(rx, first, dir, max_files).await
+}
+
+/// [`recv_dir`] after its first manifest part arrived.
+pub async fn recv_dir_from(
+    rx: &mut MessageReceiver,
+    first: Manifest,
+    dir: &Path,
+    max_files: usize,
+) -> Result<PathBuf, TransferError> {
+    let manifest = recv_manifest(rx, first, max_files).await?;
     let mut receiver = Receiver::new(dir, &manifest)?;
     loop {
         match rx.recv().await? {
             Body::FileChunk(chunk) => receiver.write(&chunk)?,
             Body::Ack(_) => break,
-            Body::Abort(a) => return Err(TransferError::Aborted(a.cause)),
-            other => {
-                return Err(ProtocolError::Unexpected {
-                    expected: "FileChunk",
-                    got: other.name(),
-                }
-                .into())
-            }
+            other => return Err(unexpected("FileChunk", other)),
         }
     }
     Ok(tokio::task::spawn_blocking(move || receiver.finish())
@@ -208,30 +247,48 @@ impl LocalStream for tokio::net::UnixStream {}
 /// connection: CRIU's lazy page server takes a plain end of stream for "all
 /// pages served" and would let the source die, while a reset makes it fail
 /// and resume the source.
-pub async fn pump<S>(local: TcpStream, channel: SecureChannel<S>) -> Result<Pumped, TransferError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    pump_metered(local, channel, Meter::default(), None).await
+pub async fn pump(local: TcpStream, channel: SecureChannel) -> Result<Pumped, TransferError> {
+    pump_with(local, channel, PumpOptions::default()).await
 }
 
-/// [`pump`] for any local stream, counting the outgoing bytes in `meter`
-/// as they go. `local_done`, when it fires, ends the outgoing direction as
-/// an end of stream would: for a socket pair whose other end this process
-/// also holds (CRIU inherited it), the end of stream never comes.
-pub async fn pump_metered<L, S>(
+/// How [`pump_with`] runs.
+#[derive(Debug, Default)]
+pub struct PumpOptions {
+    /// Counts the bytes carried from the local end into the channel.
+    pub meter: Meter,
+    /// When it fires, ends the outgoing direction as an end of stream
+    /// would: for a socket pair whose other end this process also holds
+    /// (CRIU inherited it), the end of stream never comes.
+    pub local_done: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// When it fires, breaks the stream on purpose: the local end is
+    /// reset, as if the channel had broken.
+    pub cut: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// The longest the channel may stay silent.
+    pub idle: Option<std::time::Duration>,
+    /// When the local end closes, the stream ends in order only if this
+    /// says `true` (the local program finished well); `false`, or no
+    /// answer, breaks the stream instead. A lazy-pages daemon that fails
+    /// also closes its connection in order, which the source's CRIU would
+    /// take for "every page served".
+    pub eof_gate: Option<tokio::sync::oneshot::Receiver<bool>>,
+}
+
+/// [`pump`] for any local stream, as `opts` say.
+pub async fn pump_with<L: LocalStream>(
     mut local: L,
-    channel: SecureChannel<S>,
-    meter: Meter,
-    local_done: Option<tokio::sync::oneshot::Receiver<()>>,
-) -> Result<Pumped, TransferError>
-where
-    L: LocalStream,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+    channel: SecureChannel,
+    opts: PumpOptions,
+) -> Result<Pumped, TransferError> {
     local.prepare();
-    let mut local_done = local_done;
+    let PumpOptions {
+        meter,
+        mut local_done,
+        cut,
+        idle,
+        eof_gate,
+    } = opts;
     let (mut tx, mut rx) = channel.split();
+    rx.set_deadline(idle);
     let carried = {
         let (mut local_rx, mut local_tx) = tokio::io::split(&mut local);
         let outgoing = async {
@@ -249,6 +306,13 @@ where
                         .map_err(TransferError::Local)?,
                 };
                 if n == 0 {
+                    if let Some(gate) = eof_gate {
+                        if !matches!(gate.await, Ok(true)) {
+                            return Err(TransferError::Aborted(
+                                "the local end closed after a failure".into(),
+                            ));
+                        }
+                    }
                     tx.send_end().await?;
                     tx.shutdown().await?;
                     return Ok::<u64, TransferError>(total);
@@ -261,7 +325,7 @@ where
         let incoming = async {
             let mut total = 0u64;
             loop {
-                let bytes = rx.recv_bytes().await?;
+                let bytes = rx.recv_frame().await?;
                 if bytes.is_empty() {
                     let _ = local_tx.shutdown().await;
                     return Ok::<u64, TransferError>(total);
@@ -273,7 +337,14 @@ where
                 total += bytes.len() as u64;
             }
         };
-        tokio::try_join!(outgoing, incoming)
+        let both = async { tokio::try_join!(outgoing, incoming) };
+        match cut {
+            Some(cut) => tokio::select! {
+                r = both => r,
+                Ok(()) = cut => Err(TransferError::Aborted("the stream was cut on purpose".into())),
+            },
+            None => both.await,
+        }
     };
     match carried {
         Ok((out, back)) => Ok(Pumped { out, back }),
@@ -303,18 +374,13 @@ mod tests {
     /// of the local connection, the far end of the channel and the pump.
     async fn pumping() -> (
         TcpStream,
-        SecureChannel<tokio::io::DuplexStream>,
+        SecureChannel,
         tokio::task::JoinHandle<Result<Pumped, TransferError>>,
     ) {
         let key = Key::from_hex(&"07".repeat(32)).unwrap();
         let (criu, local) = local_pair().await;
-        let (a, b) = tokio::io::duplex(1 << 16);
-        let k = key.clone();
-        let pump = tokio::spawn(async move {
-            let channel = SecureChannel::accept(b, &k).await.unwrap();
-            pump(local, channel).await
-        });
-        let far = SecureChannel::connect(a, &key).await.unwrap();
+        let (far, near) = crate::channel::duplex_pair(&key, 1 << 16).await.unwrap();
+        let pump = tokio::spawn(pump(local, near));
         (criu, far, pump)
     }
 
@@ -330,8 +396,8 @@ mod tests {
         assert_eq!(got, b"pages");
         criu.write_all(b"answer").await.unwrap();
         drop(criu);
-        assert_eq!(rx.recv_bytes().await.unwrap(), b"answer");
-        assert!(rx.recv_bytes().await.unwrap().is_empty(), "end marker");
+        assert_eq!(rx.recv_frame().await.unwrap(), b"answer");
+        assert!(rx.recv_frame().await.unwrap().is_empty(), "end marker");
         let pumped = pump.await.unwrap().unwrap();
         assert_eq!(pumped, Pumped { out: 6, back: 5 });
     }

@@ -1,5 +1,6 @@
-//! `crabmigrate agent` and `crabmigrate migrate`.
+//! `crabmigrate agent`, `crabmigrate migrate` and `crabmigrate recover`.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,14 +8,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use crabmigrate_migrate::agent::{self, AgentOptions};
+use crabmigrate_migrate::agent::{Agent, AgentOptions, Limits};
+use crabmigrate_migrate::criu_port::CriuCheckpointer;
 use crabmigrate_migrate::events::{Event, Events, Observer};
+use crabmigrate_migrate::interrupt::Interrupt;
 use crabmigrate_migrate::key::Key;
-use crabmigrate_migrate::source::{
-    self, Health, MigrateRequest, PreCopyLimits, Strategy, Workload,
-};
+use crabmigrate_migrate::port::Workload;
+use crabmigrate_migrate::recover::Record;
+use crabmigrate_migrate::source::{self, Health, MigrateRequest, PreCopyLimits, Strategy};
 
-use crate::cli::{AgentArgs, Global, MigrateArgs, StrategyArg};
+use crate::cli::{AgentArgs, Global, MigrateArgs, RecoverArgs, StrategyArg};
+
+/// The exit status of a migration in doubt (the source is kept stopped).
+const IN_DOUBT: u8 = 3;
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -29,14 +35,25 @@ pub fn agent(global: &Global, args: &AgentArgs) -> anyhow::Result<ExitCode> {
         .listen
         .parse()
         .with_context(|| format!("{:?} is not ADDR:PORT (e.g. 0.0.0.0:7070)", args.listen))?;
+    let mut health_checks = BTreeMap::new();
+    for spec in &args.health_check {
+        let (name, command) = spec.split_once('=').with_context(|| {
+            format!("--health-check {spec:?} is not NAME=COMMAND (e.g. ready='curl -sf localhost:8080/health')")
+        })?;
+        health_checks.insert(name.to_owned(), command.to_owned());
+    }
     let criu = super::criu(global)?;
     let opts = AgentOptions {
-        listen,
         key,
         work_dir: args.work_dir.clone(),
         state_root: global.root.clone(),
-        criu,
+        health_checks,
+        limits: Limits {
+            sessions: args.max_sessions as usize,
+            ..Limits::default()
+        },
     };
+    let agent = Arc::new(Agent::new(opts, Arc::new(CriuCheckpointer::new(criu)))?);
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     runtime()?.block_on(async move {
         let announce = tokio::spawn(async move {
@@ -44,7 +61,7 @@ pub fn agent(global: &Global, args: &AgentArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("agent listening on {addr}");
             }
         });
-        let served = agent::serve(opts, Some(ready_tx)).await;
+        let served = agent.serve(listen, Some(ready_tx)).await;
         announce.abort();
         served
     })?;
@@ -92,15 +109,36 @@ pub fn migrate(global: &Global, args: &MigrateArgs) -> anyhow::Result<ExitCode> 
         },
         tcp_established: args.tcp_established,
         work_dir: args.work_dir.clone(),
-        health: match (&args.health_cmd, args.health_tcp) {
-            (Some(cmd), _) => Health::Command(cmd.clone()),
+        health: match (&args.health_check, args.health_tcp) {
+            (Some(name), _) => Health::Named(name.clone()),
             (None, Some(port)) => Health::Tcp(port),
             (None, None) => Health::None,
         },
         events: Events::new(Some(observer.clone() as Arc<dyn Observer>)),
+        interrupt: Interrupt::never(),
     };
-    let result = runtime()?.block_on(source::migrate(criu, request));
+    let port = Arc::new(CriuCheckpointer::new(criu));
+    let result = runtime()?.block_on(async move {
+        // From here on SIGINT, SIGTERM and SIGHUP go to the migration: a
+        // rollback before the commit, the cut-over's end after it.
+        let mut request = request;
+        request.interrupt = Interrupt::on_signals().context("cannot catch signals")?;
+        anyhow::Ok(source::migrate(port, request).await)
+    })?;
     observer.clear();
+    if let Err(e) = &result {
+        if args.json {
+            // The failure as JSON too: what a script needs to act on.
+            println!("{}", failure_json(e));
+        }
+        if let Some(doubt) = e.in_doubt() {
+            eprintln!(
+                "crabmigrate: error: cannot migrate {what} to {}: {doubt}",
+                args.to
+            );
+            return Ok(ExitCode::from(IN_DOUBT));
+        }
+    }
     let report = result.with_context(|| format!("cannot migrate {what} to {}", args.to))?;
     let events_on_stdout = args.events.as_deref() == Some(Path::new("-"));
     if args.json && events_on_stdout {
@@ -113,7 +151,7 @@ pub fn migrate(global: &Global, args: &MigrateArgs) -> anyhow::Result<ExitCode> 
             "migrated {what} to {} (pid {} there) with {} ({}): downtime {:.1} ms, total {:.1} ms, {} on the wire",
             args.to,
             report.destination_pid,
-            report.strategy,
+            report.strategy.name(),
             report.why,
             report.downtime_ms,
             report.total_ms,
@@ -129,7 +167,7 @@ pub fn migrate(global: &Global, args: &MigrateArgs) -> anyhow::Result<ExitCode> 
                 "; {} rounds sending {} (stopped: {})",
                 report.rounds.len(),
                 sent.join(", "),
-                report.converged.as_deref().unwrap_or("")
+                report.converged.map(|c| c.to_string()).unwrap_or_default()
             ));
         }
         if let Some(ms) = report.dependent_ms {
@@ -138,6 +176,65 @@ pub fn migrate(global: &Global, args: &MigrateArgs) -> anyhow::Result<ExitCode> 
             ));
         }
         println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A failed migration as one JSON object: the error, whether the workload
+/// runs on the source (every failure but in doubt), a recognised CRIU
+/// failure of either host, and, in doubt, the session and the commands.
+fn failure_json(e: &source::MigrateError) -> serde_json::Value {
+    let doubt = e.in_doubt().map(|d| {
+        serde_json::json!({
+            "session": d.session,
+            "check": d.check,
+            "resume": d.resume,
+            "discard": d.discard,
+        })
+    });
+    serde_json::json!({
+        "error": source::chain(e),
+        "runs_on_source": doubt.is_none(),
+        "in_doubt": doubt,
+        "known_failure": e.known_failure(),
+    })
+}
+
+/// `crabmigrate recover`: lists in-doubt migrations, or ends one.
+pub fn recover(args: &RecoverArgs) -> anyhow::Result<ExitCode> {
+    let work = &args.work_dir;
+    match (&args.resume, &args.discard) {
+        (Some(session), _) => {
+            let record = Record::load(work, session)?;
+            record
+                .resume(work)
+                .with_context(|| format!("cannot resume migration {session}"))?;
+            println!("resumed {} here", record.describe());
+        }
+        (None, Some(session)) => {
+            let record = Record::load(work, session)?;
+            record
+                .discard(work)
+                .with_context(|| format!("cannot discard migration {session}"))?;
+            println!("discarded {} here", record.describe());
+        }
+        (None, None) => {
+            for dir in source::sweep_work_dir(work) {
+                eprintln!("removed {} (left by a killed migration)", dir.display());
+            }
+            let records = Record::list(work)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            } else if records.is_empty() {
+                println!("no migration in doubt in {}", work.display());
+            } else {
+                for r in &records {
+                    let (resume, discard) =
+                        crabmigrate_migrate::recover::commands(work, &r.session);
+                    println!("{}\n  resume: {resume}\n  discard: {discard}", r.describe());
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -271,6 +368,7 @@ impl Observer for Progress {
             )),
             Event::Converged { why, .. } => self.line(&format!("pre-copy stops: {why}")),
             Event::Frozen => self.line("frozen on the source"),
+            Event::Committing => self.line("restored on the destination; committing"),
             Event::CutOver {
                 destination_pid,
                 downtime_ms,
@@ -283,6 +381,14 @@ impl Observer for Progress {
             Event::Rollback { cause } => {
                 self.clear();
                 self.line(&format!("rolled back: {cause}"));
+            }
+            Event::InDoubt {
+                resume, discard, ..
+            } => {
+                self.clear();
+                self.line(&format!(
+                    "in doubt: the workload is kept stopped here; resume: {resume}; discard: {discard}"
+                ));
             }
         }
     }

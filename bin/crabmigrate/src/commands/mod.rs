@@ -62,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Network(command) => network::run(&cli.global, &command),
         Command::Agent(args) => migrate::agent(&cli.global, &args),
         Command::Migrate(args) => migrate::migrate(&cli.global, &args),
+        Command::Recover(args) => migrate::recover(&args),
         Command::HoldSockets => match crabmigrate_runtime::sockets::hold_sockets() {
             Err(e) => Err(anyhow::Error::new(e).context("the socket probe's holder failed")),
             Ok(never) => match never {},

@@ -15,20 +15,20 @@
 //! against the [`Manifest`] before anything is restored. Every chunk is
 //! checked against its digest on arrival.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::channel::{SecureReceiver, SecureSender};
 use crate::manifest::{self, ManifestError};
-use crate::protocol::{
-    Ack, Body, ChunkBatch, Envelope, FileIndex, Manifest, ManifestEntry, ProtocolError,
-};
-use crate::transfer::{Meter, TransferError};
+use crate::meter::Meter;
+use crate::protocol::{Ack, Body, ChunkBatch, FileIndex, ManifestEntry, MessageSender, Step};
+
+mod store;
+
+pub use store::{recv_round, ChunkError, ChunkStore};
 
 /// The chunk size: one page.
 pub const CHUNK: usize = 4096;
@@ -203,35 +203,33 @@ impl ChunkSender {
     /// Sends the chunks of `files` (under `dir`) the destination lacks;
     /// with `last`, the manifest first and every file's chunk list too.
     /// Ends with an [`Ack`].
-    pub async fn send<W: AsyncWrite + Unpin>(
+    pub async fn send(
         &mut self,
-        tx: &mut SecureSender<W>,
+        tx: &mut MessageSender,
         dir: &Path,
         files: &[HashedFile],
         last: bool,
         meter: &Meter,
-    ) -> Result<RoundSent, TransferError> {
+    ) -> Result<RoundSent, ChunkError> {
         let mut out = RoundSent {
             total: files.iter().map(|f| f.size).sum(),
             ..Default::default()
         };
         if last {
-            let manifest = Manifest {
-                entries: files
-                    .iter()
-                    .map(|f| ManifestEntry {
-                        path: f.path.clone(),
-                        size: f.size,
-                        sha256: f.sha256.to_vec(),
-                    })
-                    .collect(),
-            };
-            tx.send(&Envelope::new(Body::Manifest(manifest))).await?;
+            let entries: Vec<ManifestEntry> = files
+                .iter()
+                .map(|f| ManifestEntry {
+                    path: f.path.clone(),
+                    size: f.size,
+                    sha256: f.sha256.to_vec(),
+                })
+                .collect();
+            crate::transfer::send_manifest(tx, &entries).await?;
         }
         let mut batch = ChunkBatch::default();
         for f in files {
             let path = dir.join(manifest::check_path(&f.path)?);
-            let file = std::fs::File::open(&path).map_err(TransferError::Local)?;
+            let file = std::fs::File::open(&path).map_err(ChunkError::Local)?;
             for (i, digest) in f.chunks.iter().enumerate() {
                 if !self.sent.insert(*digest) {
                     continue;
@@ -240,353 +238,51 @@ impl ChunkSender {
                 let start = batch.data.len();
                 batch.data.resize(start + len, 0);
                 file.read_exact_at(&mut batch.data[start..], (i * CHUNK) as u64)
-                    .map_err(TransferError::Local)?;
+                    .map_err(ChunkError::Local)?;
                 batch.digests.extend_from_slice(digest);
                 batch.lengths.push(len as u32);
                 out.data += len as u64;
                 out.chunks += 1;
                 if batch.lengths.len() == BATCH {
                     meter.add(batch.data.len() as u64);
-                    tx.send(&Envelope::new(Body::ChunkBatch(std::mem::take(&mut batch))))
+                    tx.send(Body::ChunkBatch(std::mem::take(&mut batch)))
                         .await?;
                 }
             }
             if !batch.lengths.is_empty() {
                 meter.add(batch.data.len() as u64);
-                tx.send(&Envelope::new(Body::ChunkBatch(std::mem::take(&mut batch))))
+                tx.send(Body::ChunkBatch(std::mem::take(&mut batch)))
                     .await?;
             }
             if last {
                 for (n, piece) in f.chunks.chunks(INDEX_PIECE).enumerate() {
                     let digests: Vec<u8> = piece.iter().flatten().copied().collect();
                     out.index += digests.len() as u64;
-                    tx.send(&Envelope::new(Body::FileIndex(FileIndex {
+                    tx.send(Body::FileIndex(FileIndex {
                         path: f.path.clone(),
                         first: (n * INDEX_PIECE) as u64,
                         digests,
-                    })))
+                    }))
                     .await?;
                 }
             }
         }
-        tx.send(&Envelope::new(Body::Ack(Ack {
-            step: "round sent".into(),
-        })))
-        .await?;
+        tx.send(Ack::of(Step::Round)).await?;
         Ok(out)
     }
 }
 
 /// The length of chunk `i` of a file of `size` bytes.
-fn chunk_len(size: u64, i: usize) -> usize {
+pub(crate) fn chunk_len(size: u64, i: usize) -> usize {
     let start = (i * CHUNK) as u64;
     (size.saturating_sub(start)).min(CHUNK as u64) as usize
-}
-
-/// Why received chunks were refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ChunkError {
-    #[error("a chunk does not match its sha256 (corrupted in transit or by the sender)")]
-    Corrupt,
-    #[error("a chunk batch is malformed ({0})")]
-    Malformed(&'static str),
-    #[error("the chunk store would grow past its limit of {0} bytes")]
-    Full(u64),
-    #[error("file {0} refers to a chunk that was never sent")]
-    Missing(String),
-    #[error("the chunk list of {path} is out of order or too long (chunk {first})")]
-    BadIndex { path: String, first: u64 },
-    #[error("cannot use the chunk store {0}")]
-    Store(PathBuf, #[source] std::io::Error),
-}
-
-/// The destination's side: every chunk received in this session, in one
-/// append-only pack file.
-#[derive(Debug)]
-pub struct ChunkStore {
-    path: PathBuf,
-    pack: File,
-    len: u64,
-    limit: u64,
-    index: HashMap<Digest32, (u64, u32)>,
-}
-
-impl ChunkStore {
-    /// A new store at `path`, refusing to grow past `limit` bytes.
-    pub fn create(path: &Path, limit: u64) -> Result<Self, ChunkError> {
-        let pack = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| ChunkError::Store(path.to_path_buf(), e))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            pack,
-            len: 0,
-            limit,
-            index: HashMap::new(),
-        })
-    }
-
-    /// Bytes stored.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Whether nothing is stored yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Checks and stores one batch; returns the bytes of new chunks.
-    pub fn add(&mut self, batch: &ChunkBatch) -> Result<u64, ChunkError> {
-        if batch.digests.len() != batch.lengths.len() * 32 {
-            return Err(ChunkError::Malformed("digests and lengths disagree"));
-        }
-        let total: u64 = batch.lengths.iter().map(|&l| u64::from(l)).sum();
-        if total != batch.data.len() as u64 {
-            return Err(ChunkError::Malformed("lengths and data disagree"));
-        }
-        let mut offset = 0usize;
-        let mut added = 0u64;
-        for (i, &len) in batch.lengths.iter().enumerate() {
-            let len = len as usize;
-            if len == 0 || len > CHUNK {
-                return Err(ChunkError::Malformed("a chunk length is out of range"));
-            }
-            let data = &batch.data[offset..offset + len];
-            offset += len;
-            let mut digest = [0u8; 32];
-            digest.copy_from_slice(&batch.digests[i * 32..i * 32 + 32]);
-            if Sha256::digest(data).as_slice() != digest {
-                return Err(ChunkError::Corrupt);
-            }
-            if self.index.contains_key(&digest) {
-                continue;
-            }
-            if self.len + len as u64 > self.limit {
-                return Err(ChunkError::Full(self.limit));
-            }
-            self.pack
-                .write_all_at(data, self.len)
-                .map_err(|e| ChunkError::Store(self.path.clone(), e))?;
-            self.index.insert(digest, (self.len, len as u32));
-            self.len += len as u64;
-            added += len as u64;
-        }
-        Ok(added)
-    }
-
-    /// Removes the pack (its chunks live on in the assembled files).
-    pub fn discard(self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-
-    /// Where a chunk is in the pack: (offset, length).
-    fn locate(&self, digest: &Digest32) -> Option<(u64, u32)> {
-        self.index.get(digest).copied()
-    }
-}
-
-/// One file being assembled.
-#[derive(Debug)]
-struct Assembling {
-    entry: ManifestEntry,
-    /// Chunks placed so far (they arrive in order).
-    next: u64,
-    file: File,
-    /// Over the chunk digests, in order (see [`digest_of_chunks`]).
-    digests: Sha256,
-}
-
-/// Assembles the files of the final round from the store.
-#[derive(Debug)]
-struct Assembly {
-    dir: PathBuf,
-    files: HashMap<String, Assembling>,
-}
-
-impl Assembly {
-    fn new(dir: &Path, manifest: &Manifest) -> Result<Self, TransferError> {
-        manifest::validate(manifest)?;
-        std::fs::create_dir_all(dir).map_err(TransferError::Local)?;
-        let mut files = HashMap::new();
-        for e in &manifest.entries {
-            let path = dir.join(manifest::check_path(&e.path)?);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(TransferError::Local)?;
-            }
-            use std::os::unix::fs::OpenOptionsExt;
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(0o600)
-                .open(&path)
-                .map_err(TransferError::Local)?;
-            files.insert(
-                e.path.clone(),
-                Assembling {
-                    entry: e.clone(),
-                    next: 0,
-                    file,
-                    digests: Sha256::new(),
-                },
-            );
-        }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            files,
-        })
-    }
-
-    /// Places the chunks `index` lists, copying runs that lie one after
-    /// the other in the pack in one kernel-side copy.
-    fn place(&mut self, store: &ChunkStore, index: &FileIndex) -> Result<(), TransferError> {
-        let bad = || ChunkError::BadIndex {
-            path: index.path.clone(),
-            first: index.first,
-        };
-        let f = self
-            .files
-            .get_mut(&index.path)
-            .ok_or_else(|| ManifestError::NotListed(index.path.clone()))?;
-        if index.first != f.next || index.digests.len() % 32 != 0 {
-            return Err(bad().into());
-        }
-        let count = index.digests.len() as u64 / 32;
-        if index.first + count > f.entry.size.div_ceil(CHUNK as u64) {
-            return Err(bad().into());
-        }
-        // The run being gathered: (pack offset, file offset, length).
-        let mut run: Option<(u64, u64, u64)> = None;
-        for (k, d) in index.digests.chunks_exact(32).enumerate() {
-            let mut digest = [0u8; 32];
-            digest.copy_from_slice(d);
-            f.digests.update(digest);
-            let i = index.first + k as u64;
-            let (at, len) = store
-                .locate(&digest)
-                .ok_or_else(|| ChunkError::Missing(index.path.clone()))?;
-            if len as usize != chunk_len(f.entry.size, i as usize) {
-                return Err(bad().into());
-            }
-            let to = i * CHUNK as u64;
-            run = match run {
-                Some((src, dst, n)) if src + n == at && dst + n == to => {
-                    Some((src, dst, n + u64::from(len)))
-                }
-                Some(done) => {
-                    copy_run(&store.pack, &f.file, done)?;
-                    Some((at, to, u64::from(len)))
-                }
-                None => Some((at, to, u64::from(len))),
-            };
-        }
-        if let Some(done) = run {
-            copy_run(&store.pack, &f.file, done)?;
-        }
-        f.next += count;
-        Ok(())
-    }
-
-    /// Checks every file's chunk count and digest (its data was checked
-    /// chunk by chunk on arrival).
-    fn finish(self) -> Result<PathBuf, TransferError> {
-        for f in self.files.into_values() {
-            f.file.set_len(f.entry.size).map_err(TransferError::Local)?;
-            if f.next != f.entry.size.div_ceil(CHUNK as u64) {
-                return Err(ManifestError::SizeMismatch {
-                    path: f.entry.path.clone(),
-                    got: (f.next * CHUNK as u64).min(f.entry.size),
-                    want: f.entry.size,
-                }
-                .into());
-            }
-            let digest: Digest32 = f.digests.finalize().into();
-            if digest.as_slice() != f.entry.sha256.as_slice() {
-                return Err(ManifestError::DigestMismatch(f.entry.path.clone()).into());
-            }
-        }
-        Ok(self.dir)
-    }
-}
-
-/// Copies `(pack offset, file offset, length)` from the pack into `file`
-/// inside the kernel.
-fn copy_run(
-    pack: &File,
-    file: &File,
-    (src, dst, len): (u64, u64, u64),
-) -> Result<(), TransferError> {
-    let (mut src, mut dst, mut left) = (src as i64, dst as i64, len);
-    while left > 0 {
-        let n = nix::fcntl::copy_file_range(
-            pack,
-            Some(&mut src),
-            file,
-            Some(&mut dst),
-            left.min(1 << 30) as usize,
-        )
-        .map_err(|e| TransferError::Local(e.into()))?;
-        if n == 0 {
-            return Err(TransferError::Local(std::io::Error::other(
-                "the chunk store ended early",
-            )));
-        }
-        left -= n as u64;
-    }
-    Ok(())
-}
-
-/// Receives one round sent by [`ChunkSender::send`]. With `last`, the files
-/// are assembled into `dir` and checked; returns the bytes of new chunks.
-pub async fn recv_round<R: AsyncRead + Unpin>(
-    rx: &mut SecureReceiver<R>,
-    store: &mut ChunkStore,
-    last: Option<&Path>,
-) -> Result<u64, TransferError> {
-    let mut assembly = match last {
-        Some(dir) => match rx.recv().await? {
-            Body::Manifest(m) => Some(Assembly::new(dir, &m)?),
-            Body::Abort(a) => return Err(TransferError::Aborted(a.cause)),
-            other => return Err(unexpected("Manifest", &other)),
-        },
-        None => None,
-    };
-    let mut added = 0u64;
-    loop {
-        match rx.recv().await? {
-            Body::ChunkBatch(batch) => added += store.add(&batch)?,
-            Body::FileIndex(index) => match assembly.as_mut() {
-                Some(a) => a.place(store, &index)?,
-                None => return Err(unexpected("ChunkBatch", &Body::FileIndex(index))),
-            },
-            Body::Ack(_) => break,
-            Body::Abort(a) => return Err(TransferError::Aborted(a.cause)),
-            other => return Err(unexpected("ChunkBatch", &other)),
-        }
-    }
-    if let Some(a) = assembly {
-        tokio::task::block_in_place(|| a.finish())?;
-    }
-    Ok(added)
-}
-
-fn unexpected(expected: &'static str, got: &Body) -> TransferError {
-    ProtocolError::Unexpected {
-        expected,
-        got: got.name(),
-    }
-    .into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::SecureChannel;
     use crate::key::Key;
+    use crate::protocol::MessageReceiver;
 
     fn write(dir: &Path, name: &str, data: &[u8]) {
         std::fs::write(dir.join(name), data).unwrap();
@@ -604,20 +300,16 @@ mod tests {
             .collect()
     }
 
-    async fn channel_pair() -> (
-        SecureSender<tokio::io::WriteHalf<tokio::io::DuplexStream>>,
-        SecureReceiver<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
-    ) {
+    async fn channel_pair() -> (MessageSender, MessageReceiver) {
         let key = Key::from_hex(&"07".repeat(32)).unwrap();
-        let (a, b) = tokio::io::duplex(1 << 20);
-        let k = key.clone();
-        let accept = tokio::spawn(async move { SecureChannel::accept(b, &k).await.unwrap() });
-        let source = SecureChannel::connect(a, &key).await.unwrap();
-        let dest = accept.await.unwrap();
-        (source.split().0, dest.split().1)
+        let (source, dest) = crate::channel::duplex_pair(&key, 1 << 20).await.unwrap();
+        (
+            MessageSender::new(source.split().0),
+            MessageReceiver::new(dest.split().1, std::time::Duration::from_secs(30)),
+        )
     }
 
-    #[tokio::test(flavor = "multi_thread")]
+    #[tokio::test]
     async fn later_rounds_send_only_changed_chunks_and_files_arrive_whole() {
         let src = tempfile::tempdir().unwrap();
         let dst = tempfile::tempdir().unwrap();
@@ -635,7 +327,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            recv_round(&mut rx, &mut store, None).await.unwrap(),
+            recv_round(&mut rx, &mut store, None, 1000).await.unwrap(),
             first.data
         );
         assert_eq!(first.data, pages.len() as u64 + 4);
@@ -656,7 +348,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(last.data, 3 * CHUNK as u64 + 5);
-        recv_round(&mut rx, &mut store, Some(&out)).await.unwrap();
+        recv_round(&mut rx, &mut store, Some(&out), 1000)
+            .await
+            .unwrap();
         assert_eq!(std::fs::read(out.join("pages-1.img")).unwrap(), shifted);
         assert_eq!(std::fs::read(out.join("core-1.img")).unwrap(), b"core2");
     }
@@ -681,6 +375,12 @@ mod tests {
     fn a_corrupted_chunk_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = ChunkStore::create(&dir.path().join("pack"), 1 << 20).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("pack"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the store holds the workload's memory");
         let data = vec![5u8; 100];
         let mut batch = ChunkBatch {
             digests: Sha256::digest(&data).to_vec(),

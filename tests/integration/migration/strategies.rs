@@ -12,10 +12,9 @@
 //!   first, because the workload dirties little;
 //! - a restore that fails on the destination (a pid the frozen source still
 //!   holds) rolls back with CRIU's cause;
-//! - a container holding a TCP socket with `--tcp-established`: CRIU 4.1.1
-//!   cannot dump inet sockets on Linux 6.16+, so the migration must fail
-//!   with that cause and the container keep running on the source (the
-//!   issue's third-namespace client test waits for a CRIU that can).
+//! - a container holding a TCP listener moves with `--tcp-established`
+//!   (CRIU 4.2, which setup provides, dumps inet sockets on Linux 6.16+)
+//!   and runs on the destination only.
 //!
 //! The source container is created in the host's network namespace (it has
 //! its own anyway); `crabmigrate migrate` runs in `src`, the agent in `dst`.
@@ -23,7 +22,11 @@
 //! renamed on the way (`--target-id`): the frozen source and the held
 //! destination copy must not share a cgroup.
 
-use super::*;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::lab::*;
 use crate::container_cr::{counter_bundle, wait_continues, Count};
 use testkit::Runtime;
 
@@ -321,13 +324,20 @@ fn a_restore_failing_on_the_destination_rolls_back() {
     let pid = workload.pid();
     let before = workload.wait_tick(2, PATIENCE);
 
-    let mut run = lab.migrate(pid, &lab.agent_addr(), &lab.key, &[]);
+    let mut run = lab.migrate(pid, &lab.agent_addr(), &lab.key, &["--json"]);
     let done = finish(&mut run, "restore fails");
     let line = assert_rolled_back(&done, "restore fails");
     assert!(
         line.contains("restore failed on the destination"),
         "the cause reaches the user: {line}"
     );
+    // The report says the same, typed: CRIU's recognised failure on the
+    // destination travels to the source.
+    let report: serde_json::Value = serde_json::from_str(done.stdout.trim())
+        .unwrap_or_else(|e| panic!("restore fails: no JSON ({e}): {}", done.stdout));
+    assert_eq!(report["runs_on_source"], true, "{report}");
+    assert_eq!(report["known_failure"], "pid-in-use", "{report}");
+    assert!(report["in_doubt"].is_null(), "{report}");
     println!("restore fails: {line}");
     let after = continued(&state, &before);
     assert_eq!(after.checksum, before.checksum, "memory intact");
@@ -343,14 +353,14 @@ fn a_restore_failing_on_the_destination_rolls_back() {
 }
 
 #[test]
-fn a_container_with_a_tcp_socket_never_runs_twice() {
-    if testkit::real_criu("a_container_with_a_tcp_socket_never_runs_twice").is_none() {
+fn a_container_with_a_tcp_socket_moves_and_never_runs_twice() {
+    if testkit::real_criu("a_container_with_a_tcp_socket_moves_and_never_runs_twice").is_none() {
         return;
     }
-    // A listening TCP socket beside the counter. CRIU 4.1.1 cannot dump
-    // inet sockets on Linux 6.16+ (criu #2705): the migration must then
-    // fail with that cause and the remedy, and the container keep running
-    // on the source; with a CRIU that can, it must move.
+    // A listening TCP socket beside the counter, moved with
+    // --tcp-established: CRIU 4.2 dumps inet sockets on Linux 6.16+ (setup
+    // provides it; 4.1.1 could not). The container must run on the
+    // destination only.
     let script = format!(
         "nc -l -p 7777 </dev/null >/dev/null 2>&1 & {}",
         crate::container_cr::COUNTER
@@ -360,91 +370,36 @@ fn a_container_with_a_tcp_socket_never_runs_twice() {
         std::os::unix::fs::symlink("busybox", bundle.rootfs().join("bin").join(applet)).unwrap();
     }
     let c = ContainerLab::start("mctcp", bundle);
-    let mut run = c.migrate(&["--tcp-established", "--strategy", "stop-copy"]);
+    let mut run = c.migrate(&["--tcp-established", "--strategy", "stop-copy", "--json"]);
     let done = finish(&mut run, "tcp");
-    if done.status.success() {
-        println!("tcp: this CRIU dumps inet sockets: {}", done.stdout);
-        wait_continues(&c.dst_rootfs(), &c.before);
-        assert!(!c.rt.run(&["state", &c.id]).status.success());
-    } else {
-        let line = assert_rolled_back(&done, "tcp");
-        println!("tcp: {line}");
-        assert!(line.contains("TCP or UDP sockets"), "{line}");
-        let state = c.rt.state(&c.id);
-        assert_eq!(state["status"], "running", "{state}");
-        let rootfs = c.bundle.rootfs();
-        let now = Count::read(&rootfs).unwrap();
-        wait_continues(&rootfs, &now);
-        c.agent.wait_sessions_gone();
-    }
-}
-
-#[test]
-fn a_destination_dying_after_the_commit_leaves_the_source_stopped_not_resumed() {
-    if testkit::real_criu(
-        "a_destination_dying_after_the_commit_leaves_the_source_stopped_not_resumed",
-    )
-    .is_none()
-    {
-        return;
-    }
-    let lab = Lab::new("mdoubt");
-    let work = lab.dir("agent-work");
-    // An agent that exits right after it committed, before it answers.
-    let agent = Running::start(
-        lab.hosts
-            .dst
-            .command(testkit::program("crabmigrate"))
-            .env("CRABMIGRATE_FAULT", "exit-after-commit")
-            .args(["--log-level", "info", "--root"])
-            .arg(lab.tmp.path().join("agent-root"))
-            .args(["agent", "--listen", &lab.agent_addr(), "--key-file"])
-            .arg(&lab.key)
-            .arg("--work-dir")
-            .arg(&work),
-    );
-    let ready = wait_until(PATIENCE, || {
-        agent.stderr().contains("agent listening on ").then_some(())
-    });
-    assert!(ready.is_some(), "agent: {}", agent.stderr());
-    let src = lab.source(16, false);
-    let before = src.outer.wait_tick(2, PATIENCE);
-
-    let mut run = lab.migrate(src.inner, &lab.agent_addr(), &lab.key, &[]);
-    let done = finish(&mut run, "in doubt");
-    let line = assert_failed(&done, &["after the commit", "kept stopped"], "in doubt");
-    println!("in doubt: {line}");
-    assert!(!line.contains("rolled back"), "{line}");
-    // The destination's copy runs (it committed); the source's is stopped,
-    // neither resumed (two copies) nor killed.
-    let copy = agent
-        .stderr()
-        .lines()
-        .find(|l| l.contains("exit-after-commit"))
-        .and_then(|l| {
-            l.split("pid=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .map(PidGuard::new)
-        .unwrap_or_else(|| panic!("no committed pid in the agent's log: {}", agent.stderr()));
-    assert!(copy.alive(), "the destination's copy runs");
-    let stopped = wait_until(PATIENCE, || {
-        (proc_state(src.inner) == Some('T')).then_some(())
-    });
     assert!(
-        stopped.is_some(),
-        "the source is stopped: state {:?}",
-        proc_state(src.inner)
+        done.status.success(),
+        "tcp: the container with a TCP listener must move ({}): {}\nagent: {}",
+        done.status,
+        done.stderr,
+        c.agent.log()
     );
-    // Both copies share the state file; the one counting on is the
-    // destination's, with its memory intact.
+    println!("tcp: moved: {}", done.stdout);
+    wait_continues(&c.dst_rootfs(), &c.before);
+    let state: serde_json::Value = serde_json::from_slice(
+        &c.dest
+            .command(&["state", &c.target])
+            .output()
+            .expect("state runs")
+            .stdout,
+    )
+    .unwrap_or_default();
+    assert_eq!(state["status"], "running", "tcp: {state}");
+    assert!(
+        !c.rt.run(&["state", &c.id]).status.success(),
+        "tcp: the source keeps the container"
+    );
+    let src_rootfs = c.bundle.rootfs();
+    let last = Count::read(&src_rootfs);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(proc_state(src.inner), Some('T'), "the source stays stopped");
-    let counting = continued(&src.state, &before);
-    assert_eq!(counting.checksum, before.checksum);
-    drop(copy);
+    assert_eq!(
+        Count::read(&src_rootfs),
+        last,
+        "tcp: the source still counts"
+    );
 }
